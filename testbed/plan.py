@@ -1,0 +1,544 @@
+"""From a validated topology to a concrete lab: addresses, routes, DNS data, roles.
+
+Pure: the engine's capabilities and the subnets already in use on the machine
+are inputs, so the same topology always plans the same way for the same inputs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PreflightError
+from .model import FAMILIES_OF, Topology
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LABEL_RUN = "testbed.run"
+LABEL_LAB = "testbed.lab"
+LABEL_VARIANT = "testbed.variant"
+LABEL_HOST = "testbed.host"
+
+ROUTER_FIRST_ID = 2
+HOST_FIRST_ID = 10
+
+
+@dataclass(frozen=True)
+class EngineCaps:
+    """What the Docker engine can do, from its API version."""
+
+    api_version: tuple[int, int]
+
+    @property
+    def ipv6_only_networks(self) -> bool:
+        # EnableIPv4=false: API 1.48 (engine 28.0). Older engines ignore it silently.
+        return self.api_version >= (1, 48)
+
+    @property
+    def multi_network_create(self) -> bool:
+        # Several networks in one create call: API 1.44 (moby#45906).
+        return self.api_version >= (1, 44)
+
+    @classmethod
+    def parse(cls, version: str) -> EngineCaps:
+        major, minor = version.split(".")[:2]
+        return cls((int(major), int(minor)))
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    name: str
+    family: str
+    network: str  # Docker network name
+    bridge: str  # Linux bridge name (at most 15 characters)
+    subnet_v4: ipaddress.IPv4Network | None  # Docker's IPv4 subnet (maybe only a placeholder)
+    subnet_v6: ipaddress.IPv6Network | None
+    #: True when the engine needs an IPv4 subnet on an IPv6-only segment; hosts drop it.
+    placeholder_v4: bool = False
+
+    @property
+    def carries(self) -> frozenset[str]:
+        return frozenset(FAMILIES_OF[self.family])
+
+    def gateway(self, family: str) -> IPAddress | None:
+        """The Docker bridge's own address: the machine, never a lab host."""
+        net = self.subnet_v4 if family == "ipv4" else self.subnet_v6
+        return net[1] if net is not None else None
+
+    def lab_subnet(self, family: str) -> IPNetwork | None:
+        if family not in self.carries:
+            return None
+        return self.subnet_v4 if family == "ipv4" else self.subnet_v6
+
+
+@dataclass(frozen=True)
+class Interface:
+    segment: str
+    ipv4: ipaddress.IPv4Address | None  # used by the lab (None: this family is off here)
+    ipv6: ipaddress.IPv6Address | None
+    docker_ipv4: ipaddress.IPv4Address | None  # requested from Docker (may be flushed)
+    docker_ipv6: ipaddress.IPv6Address | None
+
+    def address(self, family: str) -> IPAddress | None:
+        return self.ipv4 if family == "ipv4" else self.ipv6
+
+
+@dataclass(frozen=True)
+class Route:
+    family: str
+    prefix: IPNetwork
+    via: IPAddress
+
+
+@dataclass(frozen=True)
+class LocalDomain:
+    name: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MailRoles:
+    local_domains: tuple[LocalDomain, ...] = ()
+    relay_domains: tuple[str, ...] = ()  # backup MX for these
+    submission_for: tuple[str, ...] = ()  # outbound relay of these domains
+    relay_networks: tuple[IPNetwork, ...] = ()  # clients allowed to relay through us
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    kind: str
+    software: str
+    fqdn: str
+    stack: str
+    image: str  # image name (testbed/<image>:<suite>)
+    container: str
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...]
+    nameservers: tuple[IPAddress, ...]
+    sysctls: dict[str, str]
+    roles: MailRoles = MailRoles()
+
+    @property
+    def families(self) -> frozenset[str]:
+        return frozenset(FAMILIES_OF[self.stack])
+
+    def addresses(self, family: str | None = None) -> list[IPAddress]:
+        fams = [family] if family else ["ipv4", "ipv6"]
+        return [a for f in fams for i in self.interfaces if (a := i.address(f)) is not None]
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # absolute, with trailing dot
+    type: str
+    data: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Zone:
+    origin: str
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    run_id: str
+    topology: Topology
+    suite: str
+    caps: EngineCaps
+    segments: dict[str, SegmentPlan]
+    hosts: dict[str, HostPlan]
+    zones: tuple[Zone, ...]
+    dns_server: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def variant(self) -> str:
+        return self.topology.variant
+
+    def host_by_address(self, address: str) -> str | None:
+        try:
+            wanted = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return None
+        if isinstance(wanted, ipaddress.IPv6Address) and wanted.ipv4_mapped:
+            wanted = wanted.ipv4_mapped
+        for host in self.hosts.values():
+            if wanted in host.addresses():
+                return host.name
+        return None
+
+    def host_by_fqdn(self, fqdn: str) -> str | None:
+        fqdn = fqdn.rstrip(".").lower()
+        return next((h.name for h in self.hosts.values() if h.fqdn == fqdn), None)
+
+    def dns_config(self) -> dict[str, Any]:
+        """The lab DNS server's configuration (see testbed.dnsserver)."""
+        server = self.hosts[self.dns_server]
+        return {
+            "listen": [str(a) for a in server.addresses()],
+            "port": 53,
+            "zones": [
+                {
+                    "origin": z.origin,
+                    "soa": _soa(server.fqdn),
+                    "ttl": self.topology.dns.ttl,
+                    "records": [{"name": r.name, "type": r.type, "ttl": r.ttl, "data": r.data} for r in z.records],
+                }
+                for z in self.zones
+            ],
+            "rules": list(self.topology.dns.rules),
+        }
+
+
+def _soa(server_fqdn: str) -> dict[str, Any]:
+    return {
+        "mname": server_fqdn + ".",
+        "rname": "hostmaster." + server_fqdn + ".",
+        "serial": 1,
+        "refresh": 60,
+        "retry": 30,
+        "expire": 600,
+        "minimum": 30,
+    }
+
+
+# --- address allocation ------------------------------------------------------
+
+
+def segment_slots(
+    pools_v4: ipaddress.IPv4Network, pools_v6: ipaddress.IPv6Network
+) -> Iterator[tuple[int, ipaddress.IPv4Network, ipaddress.IPv6Network]]:
+    """Candidate (index, /24, /64) pairs with the same index in both families.
+
+    Slot 5 of the default pools is 198.18.5.0/24 and 2001:db8:5::/64, so an
+    address's family twin is easy to spot in a log.
+    """
+    v4 = pools_v4.subnets(new_prefix=24)
+    if pools_v6.prefixlen <= 48:
+        v6 = (next(n.subnets(new_prefix=64)) for n in pools_v6.subnets(new_prefix=48))
+    else:
+        v6 = pools_v6.subnets(new_prefix=64)
+    for index, (a, b) in enumerate(zip(v4, v6)):
+        if index:  # slot 0 (198.18.0.0, 2001:db8::) reads like "unset"; skip it
+            yield index, a, b  # type: ignore[misc]
+
+
+def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
+    return any(u.version == net.version and net.overlaps(u) for u in used)
+
+
+def _host_ids(top: Topology) -> dict[tuple[str, str], int]:
+    """(host, segment) -> host part, pinned or assigned in file order."""
+    ids: dict[tuple[str, str], int] = {}
+    taken: dict[str, set[int]] = {s: set() for s in top.segments}
+    for name, host in top.hosts.items():
+        for seg in _segments_of(top, name):
+            if host.id is not None:
+                ids[(name, seg)] = host.id
+                taken[seg].add(host.id)
+    for name, host in top.hosts.items():
+        for seg in _segments_of(top, name):
+            if (name, seg) in ids:
+                continue
+            n = ROUTER_FIRST_ID if host.kind == "router" else HOST_FIRST_ID
+            while n in taken[seg]:
+                n += 1
+            if n > 127:
+                raise PreflightError(f"segment {seg} has more hosts than the planner can number (2..127)")
+            ids[(name, seg)] = n
+            taken[seg].add(n)
+    return ids
+
+
+def _segments_of(top: Topology, host: str) -> list[str]:
+    h = top.hosts[host]
+    return list(h.segments or []) if h.kind == "router" else [h.segment] if h.segment else []
+
+
+def _v6_host(net: ipaddress.IPv6Network, host_id: int) -> ipaddress.IPv6Address:
+    # Same digits in both families: host 25 is .25 and ::25, easy to read in logs.
+    return net[int(str(host_id), 16)]
+
+
+# --- the planner ---------------------------------------------------------------
+
+
+def plan_lab(
+    top: Topology,
+    run_id: str,
+    caps: EngineCaps,
+    used_subnets: Sequence[IPNetwork] = (),
+    suite: str | None = None,
+) -> LabPlan:
+    suite = suite or top.suite
+    segments = _plan_segments(top, run_id, caps, used_subnets)
+    ids = _host_ids(top)
+    interfaces = {name: _plan_interfaces(top, name, segments, ids) for name in top.hosts}
+    routes = _plan_routes(top, segments, interfaces)
+    dns_name = top.dns_server()
+    assert dns_name is not None  # guaranteed by validation
+    dns_ifaces = interfaces[dns_name]
+    roles = _plan_roles(top, segments, interfaces)
+    hosts: dict[str, HostPlan] = {}
+    for name, host in top.hosts.items():
+        stack = top.host_stack(name)
+        nameservers = tuple(
+            a for f in ("ipv4", "ipv6") if f in FAMILIES_OF[stack] for i in dns_ifaces if (a := i.address(f))
+        )
+        hosts[name] = HostPlan(
+            name=name,
+            kind=host.kind,
+            software=top.software_of(name),
+            fqdn=top.fqdn_of(name),
+            stack=stack,
+            image=_image_of(host.kind, top.software_of(name)),
+            container=f"tb-{run_id}-{name}",
+            interfaces=tuple(interfaces[name]),
+            routes=tuple(routes[name]),
+            nameservers=nameservers,
+            sysctls=_sysctls(host.kind, stack),
+            roles=roles.get(name, MailRoles()),
+        )
+    zones = plan_zones(top, segments, hosts)
+    labels = {LABEL_RUN: run_id, LABEL_LAB: top.name, LABEL_VARIANT: top.variant}
+    return LabPlan(run_id, top, suite, caps, segments, hosts, zones, dns_name, labels)
+
+
+def _image_of(kind: str, software: str) -> str:
+    return {"router": "base", "dns": "dns", "client": "client"}.get(kind, software)
+
+
+def _plan_segments(
+    top: Topology, run_id: str, caps: EngineCaps, used: Sequence[IPNetwork]
+) -> dict[str, SegmentPlan]:
+    pinned_v4 = [s.subnet_v4 for s in top.segments.values() if s.subnet_v4]
+    pinned_v6 = [s.subnet_v6 for s in top.segments.values() if s.subnet_v6]
+    for net in pinned_v4 + pinned_v6:
+        clash = next((u for u in used if u.version == net.version and net.overlaps(u)), None)
+        if clash:
+            raise PreflightError(f"the pinned subnet {net} overlaps {clash}, which is already in use on this machine")
+    need = [n for n, s in top.segments.items() if not (s.subnet_v4 and s.subnet_v6)]
+    taken = [*used, *pinned_v4, *pinned_v6]
+    free: list[tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]] = []
+    for _, net4, net6 in segment_slots(top.pools.ipv4, top.pools.ipv6):
+        if len(free) == len(need):
+            break
+        if not _overlaps(net4, taken) and not _overlaps(net6, taken):
+            free.append((net4, net6))
+    if len(free) < len(need):
+        raise PreflightError(
+            f"the address pools {top.pools.ipv4} and {top.pools.ipv6} have no room for "
+            f"{len(need)} more segments (in use: {', '.join(map(str, used)) or 'nothing'}); "
+            "choose other pools under 'pools' in the topology"
+        )
+    slots = dict(zip(need, free))
+    out: dict[str, SegmentPlan] = {}
+    for index, (name, seg) in enumerate(top.segments.items()):
+        wants_v4 = "ipv4" in FAMILIES_OF[seg.family] or not caps.ipv6_only_networks
+        wants_v6 = "ipv6" in FAMILIES_OF[seg.family]
+        slot4, slot6 = slots.get(name, (None, None))
+        subnet_v4 = (seg.subnet_v4 or slot4) if wants_v4 else None
+        subnet_v6 = (seg.subnet_v6 or slot6) if wants_v6 else None
+        out[name] = SegmentPlan(
+            name=name,
+            family=seg.family,
+            network=f"tb-{run_id}-{name}",
+            bridge=f"tb{run_id}{index}"[:15],
+            subnet_v4=subnet_v4,  # type: ignore[arg-type]
+            subnet_v6=subnet_v6,  # type: ignore[arg-type]
+            placeholder_v4=seg.family == "ipv6" and subnet_v4 is not None,
+        )
+    return out
+
+
+def _plan_interfaces(
+    top: Topology, name: str, segments: dict[str, SegmentPlan], ids: dict[tuple[str, str], int]
+) -> list[Interface]:
+    stack = FAMILIES_OF[top.host_stack(name)]
+    out = []
+    for seg_name in _segments_of(top, name):
+        seg = segments[seg_name]
+        host_id = ids[(name, seg_name)]
+        d4 = seg.subnet_v4[host_id] if seg.subnet_v4 else None
+        d6 = _v6_host(seg.subnet_v6, host_id) if seg.subnet_v6 else None
+        out.append(
+            Interface(
+                segment=seg_name,
+                ipv4=d4 if "ipv4" in stack and "ipv4" in seg.carries else None,
+                ipv6=d6 if "ipv6" in stack and "ipv6" in seg.carries else None,
+                docker_ipv4=d4,
+                docker_ipv6=d6,
+            )
+        )
+    return out
+
+
+def _plan_routes(
+    top: Topology, segments: dict[str, SegmentPlan], interfaces: dict[str, list[Interface]]
+) -> dict[str, list[Route]]:
+    """Static routes to every segment reachable through routers, per family.
+
+    A breadth-first search from the segments a host is on, across routers
+    that carry the family, gives for each remote segment the router to use
+    first. Routers route through other routers the same way.
+    """
+    routers = [n for n, h in top.hosts.items() if h.kind == "router"]
+    out: dict[str, list[Route]] = {name: [] for name in top.hosts}
+    for family in ("ipv4", "ipv6"):
+        carrying = {s for s, p in segments.items() if family in p.carries}
+        # segment -> [(router, router's address on this segment, segment it leads to)]
+        links: dict[str, list[tuple[str, IPAddress, str]]] = {s: [] for s in carrying}
+        for router in routers:
+            on = {i.segment: a for i in interfaces[router] if i.segment in carrying and (a := i.address(family))}
+            for here, via in on.items():
+                links[here] += [(router, via, there) for there in on if there != here]
+        for name in top.hosts:
+            if family not in FAMILIES_OF[top.host_stack(name)]:
+                continue
+            attached = [i.segment for i in interfaces[name] if i.address(family)]
+            first_hop: dict[str, IPAddress] = {}
+            queue = deque()
+            for seg in attached:
+                for router, via, there in links.get(seg, []):
+                    if router != name and there not in attached and there not in first_hop:
+                        first_hop[there] = via
+                        queue.append(there)
+            while queue:
+                seg = queue.popleft()
+                for _, _, there in links[seg]:
+                    if there not in attached and there not in first_hop:
+                        first_hop[there] = first_hop[seg]
+                        queue.append(there)
+            for target in sorted(first_hop):
+                prefix = segments[target].lab_subnet(family)
+                if prefix is not None:
+                    out[name].append(Route(family, prefix, first_hop[target]))
+    return out
+
+
+def _sysctls(kind: str, stack: str) -> dict[str, str]:
+    if kind == "router":
+        return {
+            "net.ipv4.ip_forward": "1",
+            "net.ipv6.conf.all.forwarding": "1",
+            "net.ipv6.conf.default.forwarding": "1",
+            "net.ipv4.conf.all.rp_filter": "0",
+            "net.ipv4.conf.default.rp_filter": "0",
+            "net.ipv6.conf.all.disable_ipv6": "0",
+            "net.ipv6.conf.default.disable_ipv6": "0",
+            "net.ipv6.conf.all.accept_ra": "0",
+        }
+    if stack == "ipv4":
+        # No IPv6 at all: no address, no ::1, connects to IPv6 fail at once.
+        return {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+    return {
+        "net.ipv6.conf.all.disable_ipv6": "0",
+        "net.ipv6.conf.default.disable_ipv6": "0",
+        "net.ipv6.conf.all.accept_ra": "0",
+    }
+
+
+def _plan_roles(
+    top: Topology, segments: dict[str, SegmentPlan], interfaces: dict[str, list[Interface]]
+) -> dict[str, MailRoles]:
+    lab_networks = tuple(
+        net for seg in segments.values() for f in ("ipv4", "ipv6") if (net := seg.lab_subnet(f)) is not None
+    )
+    local: dict[str, list[LocalDomain]] = {}
+    relay: dict[str, list[str]] = {}
+    submission: dict[str, list[str]] = {}
+    for dname, dom in top.domains.items():
+        store = top.mailbox_host(dname)
+        if store:
+            local.setdefault(store, []).append(LocalDomain(dname, tuple(dom.mailboxes)))
+        for mx in dom.mx:
+            if mx != store:
+                relay.setdefault(mx, []).append(dname)
+        if dom.relay:
+            submission.setdefault(dom.relay, []).append(dname)
+    roles = {}
+    for name, host in top.hosts.items():
+        if host.kind not in ("mta", "mailstore"):
+            continue
+        subs = tuple(submission.get(name, ()))
+        roles[name] = MailRoles(
+            local_domains=tuple(local.get(name, ())),
+            relay_domains=tuple(relay.get(name, ())),
+            submission_for=subs,
+            relay_networks=lab_networks if subs else (),
+        )
+    return roles
+
+
+# --- DNS data --------------------------------------------------------------------
+
+
+def _abs(name: str) -> str:
+    return name.rstrip(".").lower() + "."
+
+
+def reverse_zone(net: IPNetwork) -> str:
+    """The reverse zone of a /24 or /64 (octet / nibble boundary)."""
+    rev = net.network_address.reverse_pointer
+    if net.version == 4:
+        return ".".join(rev.split(".")[4 - net.prefixlen // 8:]) + "."
+    return ".".join(rev.split(".")[32 - net.prefixlen // 4:]) + "."
+
+
+def plan_zones(top: Topology, segments: dict[str, SegmentPlan], hosts: dict[str, HostPlan]) -> tuple[Zone, ...]:
+    ttl = top.dns.ttl
+    records: list[Record] = []
+    for host in hosts.values():
+        fqdn = _abs(host.fqdn)
+        for addr in host.addresses("ipv4"):
+            records.append(Record(fqdn, "A", str(addr), ttl))
+            records.append(Record(addr.reverse_pointer + ".", "PTR", fqdn, ttl))
+        for addr in host.addresses("ipv6"):
+            records.append(Record(fqdn, "AAAA", str(addr), ttl))
+            records.append(Record(addr.reverse_pointer + ".", "PTR", fqdn, ttl))
+    for dname, dom in top.domains.items():
+        for mx, pref in sorted(dom.mx.items(), key=lambda kv: (kv[1], kv[0])):
+            records.append(Record(_abs(dname), "MX", f"{pref} {_abs(hosts[mx].fqdn)}", ttl))
+    # Overrides: an omitted name/type disappears; a given name/type replaces the derived set.
+    for omit in top.dns.omit:
+        records = [r for r in records if not (r.name == _abs(omit.name) and omit.type in (None, r.type))]
+    given = {(_abs(r.name), r.type) for r in top.dns.records}
+    records = [r for r in records if (r.name, r.type) not in given]
+    records += [Record(_abs(r.name), r.type, r.data, r.ttl if r.ttl is not None else ttl) for r in top.dns.records]
+
+    origins = {_abs(d) for d in top.domains}
+    for host in hosts.values():
+        if not any(_abs(host.fqdn).endswith("." + o) for o in origins):
+            origins.add(_abs(host.fqdn).split(".", 1)[1])
+    for seg in segments.values():
+        for f in ("ipv4", "ipv6"):
+            net = seg.lab_subnet(f)
+            if net is not None:
+                origins.add(reverse_zone(net))
+    for r in records:  # an override outside every zone gets its own parent zone
+        if not any(r.name == o or r.name.endswith("." + o) for o in origins):
+            origins.add(r.name.split(".", 1)[1] if r.name.count(".") > 1 else r.name)
+    zones: dict[str, list[Record]] = {o: [] for o in origins}
+    for r in records:
+        owner = max((o for o in origins if r.name == o or r.name.endswith("." + o)), key=len)
+        zones[owner].append(r)
+    ns = _abs(hosts[top.dns_server() or ""].fqdn) if top.dns_server() in hosts else None
+    out = []
+    for origin in sorted(zones):
+        recs = zones[origin]
+        if ns:
+            recs = [Record(origin, "NS", ns, ttl), *recs]
+        out.append(Zone(origin, tuple(recs)))
+    return tuple(out)
+
