@@ -378,7 +378,9 @@ def _plan_interfaces(
                 ipv4=d4 if "ipv4" in stack and "ipv4" in seg.carries else None,
                 ipv6=d6 if "ipv6" in stack and "ipv6" in seg.carries else None,
                 docker_ipv4=d4,
-                docker_ipv6=d6,
+                # A host without IPv6 gets none from Docker (disable_ipv6); the
+                # network's dynamic range keeps Docker's own pick out of the way.
+                docker_ipv6=d6 if "ipv6" in stack else None,
             )
         )
     return out

@@ -1,0 +1,31 @@
+"""The lab DNS server (testbed.dnsserver on dnslib) as a host."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from ..templating import render
+from .base import LOG_DIR, SERVICE_SCRIPT, HostAdapter, RenderedFile
+
+if TYPE_CHECKING:
+    from ..plan import HostPlan, LabPlan
+
+QUERY_LOG = f"{LOG_DIR}/dns-queries.jsonl"
+CONTROL_SOCKET = "/run/testbed-dns.sock"
+CONFIG = "/etc/testbed/dns.json"
+
+
+class DnsServerAdapter(HostAdapter):
+    software = "testbed-dns"
+    kind = "dns"
+    log_files = (QUERY_LOG, f"{LOG_DIR}/dns-server.log")
+
+    def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
+        return [
+            RenderedFile(CONFIG, json.dumps(plan.dns_config(), indent=2) + "\n"),
+            RenderedFile(SERVICE_SCRIPT, render("dns/service.j2", host=host), 0o755),
+        ]
+
+    def ready_command(self, host: HostPlan) -> str:
+        return f"grep -q 'testbed-dns: listening' {LOG_DIR}/dns-server.log"

@@ -1,0 +1,315 @@
+"""The `testbed` command line.
+
+Exit codes: 0 every expectation holds; 1 some expectation does not hold;
+2 bad input (topology, arguments); 3 the machine or the lab failed (no Docker,
+address clash, an image that does not build, a container that did not start).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import TestbedError, TopologyError
+from .model import SOFTWARE, SUITES, load_topology, validate_file, variant_names
+from .source import load_yaml
+
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_ENVIRONMENT = 3
+
+console = Console(stderr=True)
+out = Console()
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors the user can act on become a message and an exit code, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TopologyError as exc:
+            _error(str(exc))
+            sys.exit(EXIT_INPUT)
+        except TestbedError as exc:
+            _error(str(exc))
+            sys.exit(EXIT_ENVIRONMENT)
+        except KeyboardInterrupt:
+            _error("interrupted; the lab's Docker objects were removed")
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - last resort, keeps tracebacks out of users' faces
+            if os.environ.get("TESTBED_DEBUG"):
+                raise
+            from .images import ImageError
+
+            if isinstance(exc, ImageError):
+                _error(str(exc))
+                sys.exit(EXIT_ENVIRONMENT)
+            _error(f"internal error: {type(exc).__name__}: {exc}\n(set TESTBED_DEBUG=1 to see the traceback)")
+            sys.exit(EXIT_ENVIRONMENT)
+
+    return wrapper
+
+
+def _error(message: str) -> None:
+    console.print(message, style="red", markup=False, highlight=False)
+
+
+def _progress(label: str, message: str) -> None:
+    console.print(f"[dim]{label}:[/] {message}", highlight=False)
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected PATH=VALUE, e.g. hosts.relay.stack=dual", param_hint="--set")
+        path, _, raw = item.partition("=")
+        try:
+            overrides[path.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            overrides[path.strip()] = raw
+    return overrides
+
+
+def _mta_overrides(path: Path, mta: str | None) -> dict[str, Any]:
+    """--mta X: every MTA host of the topology runs X."""
+    if not mta:
+        return {}
+    doc = load_yaml(path)
+    hosts = doc.data.get("hosts") or {}
+    return {f"hosts.{name}.software": mta for name, h in hosts.items() if isinstance(h, dict) and h.get("kind") == "mta"}
+
+
+def _topology_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    candidate = REPO_ROOT / "topologies" / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in (REPO_ROOT / "topologies").glob("*.yaml"))
+    raise click.BadParameter(f"no topology {name_or_path!r}; known: {', '.join(known)}", param_hint="TOPOLOGY")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="testbed")
+def main() -> None:
+    """Reproduce IPv4/IPv6 mail interoperability failures with real MTAs in Docker."""
+
+
+# --- offline commands -------------------------------------------------------------
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_guard
+def validate(files: tuple[str, ...]) -> None:
+    """Check topology files (every variant); report all problems at once."""
+    failed = False
+    for f in files:
+        try:
+            names = validate_file(f)
+            out.print(f"{f}: ok (variants: {', '.join(names)})", highlight=False)
+        except TopologyError as exc:
+            failed = True
+            _error(str(exc))
+    sys.exit(EXIT_INPUT if failed else 0)
+
+
+def _common_topology_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+                      help="Override a topology value, e.g. hosts.relay.software=exim (repeatable).")(fn)
+    fn = click.option("--mta", type=click.Choice(SOFTWARE["mta"]), help="Run every MTA host with this software.")(fn)
+    fn = click.option("--suite", type=click.Choice(SUITES), help="Debian release of the images (default: the topology's).")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("topology")
+@click.option("--variant", help="Variant to plan (default: the file's base variant).")
+@click.option("--api", default="1.41", show_default=True, help="Engine API version to plan for.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_common_topology_options
+@_guard
+def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta, suite) -> None:
+    """Show addresses, routes and DNS records a topology would get (no Docker needed)."""
+    from .plan import EngineCaps, plan_lab
+    from .runner import new_run_id, plan_to_dict
+
+    path = _topology_path(topology)
+    topo = load_topology(path, variant, {**_mta_overrides(path, mta), **_parse_sets(sets)})
+    lab = plan_lab(topo, new_run_id(), EngineCaps.parse(api), suite=suite)
+    if as_json:
+        out.print_json(json.dumps(plan_to_dict(lab)))
+        return
+    table = Table(title=f"{topo.name} / {topo.variant}", show_lines=False)
+    for col in ("host", "kind", "software", "stack", "addresses", "routes"):
+        table.add_column(col)
+    for h in lab.hosts.values():
+        table.add_row(
+            h.name, h.kind, h.software, h.stack,
+            "\n".join(map(str, h.addresses())),
+            "\n".join(f"{r.prefix} via {r.via}" for r in h.routes),
+        )
+    out.print(table)
+    for zone in lab.zones:
+        if zone.origin.endswith("arpa."):
+            continue
+        out.print(f"[bold]{zone.origin}[/]")
+        for r in zone.records:
+            out.print(f"  {r.name} {r.ttl} {r.type} {r.data}", highlight=False)
+
+
+@main.command()
+@click.argument("topology")
+@click.option("--variant", help="Variant to render.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@_common_topology_options
+@_guard
+def render(topology: str, variant: str | None, out_dir: str, sets, mta, suite) -> None:
+    """Write every host's rendered configuration files (no Docker needed)."""
+    from .plan import EngineCaps, plan_lab
+    from .render import lab_files, write_tree
+    from .runner import new_run_id
+
+    path = _topology_path(topology)
+    topo = load_topology(path, variant, {**_mta_overrides(path, mta), **_parse_sets(sets)})
+    lab = plan_lab(topo, new_run_id(), EngineCaps((1, 41)), suite=suite)
+    write_tree(lab_files(lab), Path(out_dir))
+    out.print(f"wrote configuration of {len(lab.hosts)} hosts to {out_dir}")
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--suite", type=click.Choice(SUITES), default="bookworm", show_default=True)
+@click.option("--build", is_flag=True, help="Build what is missing or out of date.")
+@click.option("--rebuild", is_flag=True, help="Rebuild everything, the Debian base included.")
+@_guard
+def images(suite: str, build: bool, rebuild: bool) -> None:
+    """List the lab's images, or build them (from the host's Debian mirror, no registry)."""
+    from .images import ensure_images, image_status
+
+    if build or rebuild:
+        ensure_images(None, suite, rebuild=rebuild, progress=lambda image, msg: _progress(image, msg))
+    table = Table(title=f"images ({suite})")
+    for col in ("image", "tag", "present", "up to date"):
+        table.add_column(col)
+    for row in image_status(None, suite):
+        table.add_row(row.name, row.tag, "yes" if row.present else "no", "yes" if row.up_to_date else "no")
+    out.print(table)
+
+
+# --- running labs ------------------------------------------------------------------------
+
+
+def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: str | None,
+         as_json: bool, keep: bool, runs: str | None) -> None:
+    from . import fabric
+    from .report import print_results
+    from .runner import RunOptions, ensure_images_for, plan_runs, run_plans
+
+    topologies = [load_topology(p, v, overrides_for(p)) for p, v in paths_variants]
+    client = fabric.connect()
+    plans = plan_runs(client, topologies, suite)
+    ensure_images_for(plans, progress=_progress)
+    options = RunOptions(keep=keep, suite=suite, progress=_progress)
+    if runs:
+        options.runs_root = Path(runs)
+    results = run_plans(client, plans, options)
+    if as_json:
+        out.print_json(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
+    else:
+        print_results(results, out)
+    if any(r.error for r in results):
+        sys.exit(EXIT_ENVIRONMENT)
+    sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
+
+
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--runs", type=click.Path(file_okay=False), help="Where run directories go (default ./runs).")(fn)
+    fn = click.option("--keep", is_flag=True, help="Leave the lab running (remove it with `testbed down`).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
+    return _common_topology_options(fn)
+
+
+@main.command()
+@click.argument("topology")
+@click.option("--variant", "variants", multiple=True, help="Variant(s) to run (default: the base variant).")
+@click.option("--all-variants", is_flag=True, help="Run every variant, side by side.")
+@_run_options
+@_guard
+def run(topology: str, variants: tuple[str, ...], all_variants: bool, sets, mta, suite, as_json, keep, runs) -> None:
+    """Bring a topology's lab up, run its scenario, check its expectations, tear it down."""
+    path = _topology_path(topology)
+    names = variant_names(load_yaml(path).data)
+    chosen = names if all_variants else list(variants) or [names[0]]
+    overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
+    _run([(path, v) for v in chosen], lambda p: overrides, suite, as_json, keep, runs)
+
+
+@main.command()
+@click.argument("name")
+@_run_options
+@_guard
+def reproduce(name: str, sets, mta, suite, as_json, keep, runs) -> None:
+    """Run every variant of a study reproduction (e.g. mx-routing), broken and fixed."""
+    path = _topology_path(name)
+    names = variant_names(load_yaml(path).data)
+    overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
+    _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--all", "everything", is_flag=True, help="Remove the objects of every testbed run.")
+@_guard
+def down(run_id: str | None, everything: bool) -> None:
+    """Remove a kept or leftover lab (containers and networks carrying its run label)."""
+    from . import fabric
+
+    if not run_id and not everything:
+        raise click.UsageError("give a RUN_ID (see `testbed ps`) or --all")
+    client = fabric.connect()
+    containers, networks = fabric.teardown(client, None if everything else run_id)
+    out.print(f"removed {containers} container(s) and {networks} network(s)")
+
+
+@main.command()
+@_guard
+def ps() -> None:
+    """List labs that still have Docker objects."""
+    from . import fabric
+    from .plan import LABEL_LAB, LABEL_VARIANT
+
+    client = fabric.connect()
+    runs = fabric.list_runs(client)
+    if not runs:
+        out.print("no testbed labs are running")
+        return
+    table = Table()
+    for col in ("run id", "topology", "variant"):
+        table.add_column(col)
+    for run_id, labels in sorted(runs.items()):
+        table.add_row(run_id, labels.get(LABEL_LAB, "?"), labels.get(LABEL_VARIANT, "?"))
+    out.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The Docker layer: networks, containers, exec. Nothing else in the package talks to Docker.
+
+Every object created here carries the run's labels, and ``teardown`` removes
+objects by label only, so a crashed or interrupted run is cleaned up the same
+way as a finished one.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
+
+from .adapters import RenderedFile
+from .errors import DockerUnavailable, LabError
+from .plan import LABEL_HOST, LABEL_RUN, EngineCaps, HostPlan, IPNetwork, LabPlan, SegmentPlan
+
+READY_FILE = "/run/testbed/ready"  # on a tmpfs: gone after every restart
+READY_TIMEOUT_S = 60.0
+POLL_S = 0.1
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def connect() -> docker.DockerClient:
+    """A client for the local engine, or a clear error saying why there is none."""
+    try:
+        client = docker.from_env(timeout=120, max_pool_size=32)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(
+            "cannot reach the Docker engine "
+            f"({exc}). Start Docker and make sure this user may use its socket "
+            "(member of the 'docker' group, or DOCKER_HOST set)."
+        ) from None
+    return client
+
+
+def engine_caps(client: docker.DockerClient) -> EngineCaps:
+    return EngineCaps.parse(client.api.api_version)
+
+
+def engine_version(client: docker.DockerClient) -> str:
+    try:
+        return str(client.version().get("Version", "?"))
+    except docker.errors.DockerException:
+        return "?"
+
+
+def docker_subnets(client: docker.DockerClient) -> list[tuple[IPNetwork, str]]:
+    """Subnets of every existing Docker network, with the network's name."""
+    out: list[tuple[IPNetwork, str]] = []
+    for net in client.api.networks():
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            try:
+                out.append((ipaddress.ip_network(cfg["Subnet"], strict=False), net.get("Name", "?")))
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
+def list_runs(client: docker.DockerClient) -> dict[str, dict[str, str]]:
+    """Runs that still own Docker objects: run id -> labels of one of its objects."""
+    runs: dict[str, dict[str, str]] = {}
+    for c in client.api.containers(all=True, filters={"label": LABEL_RUN}):
+        labels = c.get("Labels") or {}
+        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+    for n in client.api.networks(filters={"label": LABEL_RUN}):
+        labels = n.get("Labels") or {}
+        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+    return runs
+
+
+def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[int, int]:
+    """Remove the containers, then the networks, of one run (or of every run)."""
+    selector = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+    containers = client.api.containers(all=True, filters={"label": selector})
+
+    def remove_container(c: dict) -> None:
+        try:
+            client.api.remove_container(c["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(remove_container, containers))
+    networks = client.api.networks(filters={"label": selector})
+    for net in networks:
+        try:
+            client.api.remove_network(net["Id"])
+        except docker.errors.NotFound:
+            pass
+    return len(containers), len(networks)
+
+
+def _tar(files: Iterable[RenderedFile]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs: set[str] = set()
+        for f in files:
+            parts = f.path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+            data = f.content.encode()
+            info = tarfile.TarInfo(f.path.strip("/"))
+            info.size = len(data)
+            info.mode = f.mode
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Lab:
+    """One running lab: its networks and containers, addressed by host name."""
+
+    def __init__(self, client: docker.DockerClient, plan: LabPlan, progress: Progress = _quiet):
+        self.client = client
+        self.plan = plan
+        self.progress = progress
+        self._cancelled = threading.Event()
+
+    # --- bring-up -------------------------------------------------------------
+
+    def up(
+        self,
+        files: dict[str, list[RenderedFile]],
+        ready_commands: dict[str, str | None],
+    ) -> None:
+        """Create networks, then every container in parallel; return when all are ready."""
+        for seg in self.plan.segments.values():
+            self._create_network(seg)
+        hosts = list(self.plan.hosts.values())
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            futures = [pool.submit(self._create_host, h, files[h.name], ready_commands.get(h.name)) for h in hosts]
+            for fut in futures:
+                try:
+                    fut.result()
+                except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+                    self._cancelled.set()
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def cancel(self) -> None:
+        """Stop creating objects (Ctrl-C): threads finish their current call and return."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check_cancel(self) -> None:
+        if self._cancelled.is_set():
+            raise LabError("bring-up cancelled")
+
+    def _create_network(self, seg: SegmentPlan) -> None:
+        self.check_cancel()
+        pools = []
+        if seg.subnet_v4 is not None:
+            # Fixed addresses live in the lower half, Docker's own picks in the upper half.
+            upper = list(seg.subnet_v4.subnets(prefixlen_diff=1))[1]
+            pools.append(IPAMPool(subnet=str(seg.subnet_v4), gateway=str(seg.subnet_v4[1]), iprange=str(upper)))
+        if seg.subnet_v6 is not None:
+            upper6 = list(seg.subnet_v6.subnets(prefixlen_diff=1))[1]
+            pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(upper6)))
+        options = {
+            "com.docker.network.bridge.name": seg.bridge,
+            "com.docker.network.bridge.enable_ip_masquerade": "false",  # no NAT, ever
+        }
+        if seg.subnet_v4 is None:
+            options["com.docker.network.enable_ipv4"] = "false"  # honoured from API 1.48
+        try:
+            net = self.client.networks.create(
+                seg.network,
+                driver="bridge",
+                enable_ipv6=seg.subnet_v6 is not None,
+                ipam=IPAMConfig(pool_configs=pools),
+                options=options,
+                labels=self.plan.labels,
+            )
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot create network {seg.network} for segment {seg.name}: {exc.explanation}") from None
+        net.reload()
+        configured = {
+            ipaddress.ip_network(c["Subnet"], strict=False) for c in (net.attrs.get("IPAM") or {}).get("Config") or []
+        }
+        wanted = {n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None}
+        if configured != wanted:
+            raise LabError(
+                f"the engine created segment {seg.name} with subnets {sorted(map(str, configured))}, "
+                f"not {sorted(map(str, wanted))}; this engine cannot build the requested network"
+            )
+        self.progress(f"network {seg.network} ({seg.family}: {', '.join(map(str, sorted(wanted, key=str)))})")
+
+    def _endpoint(self, iface) -> dict:
+        return self.client.api.create_endpoint_config(
+            ipv4_address=str(iface.docker_ipv4) if iface.docker_ipv4 else None,
+            ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
+        )
+
+    def _create_host(self, host: HostPlan, files: list[RenderedFile], ready: str | None) -> None:
+        self.check_cancel()
+        api = self.client.api
+        plan = self.plan
+        first, *rest = host.interfaces
+        attach_now = host.interfaces if plan.caps.multi_network_create else (first,)
+        networking = api.create_networking_config(
+            {plan.segments[i.segment].network: self._endpoint(i) for i in attach_now}
+        )
+        host_config = api.create_host_config(
+            init=True,
+            cap_add=["NET_ADMIN"],
+            sysctls=host.sysctls,
+            tmpfs={"/run/testbed": "size=1m"},
+            network_mode=plan.segments[first.segment].network,
+        )
+        try:
+            created = api.create_container(
+                image=f"testbed/{host.image}:{plan.suite}",
+                name=host.container,
+                hostname=host.fqdn,
+                labels={**plan.labels, LABEL_HOST: host.name},
+                host_config=host_config,
+                networking_config=networking,
+                detach=True,
+            )
+        except docker.errors.ImageNotFound:
+            raise LabError(f"image testbed/{host.image}:{plan.suite} is missing; run `testbed images --build`") from None
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot create container for {host.name}: {exc.explanation}") from None
+        cid = created["Id"]
+        api.put_archive(cid, "/", _tar(files))
+        self.check_cancel()
+        api.start(cid)
+        if not plan.caps.multi_network_create:
+            for iface in rest:
+                self.check_cancel()
+                net = plan.segments[iface.segment].network
+                api.connect_container_to_network(
+                    cid,
+                    net,
+                    ipv4_address=str(iface.docker_ipv4) if iface.docker_ipv4 else None,
+                    ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
+                )
+        self.wait_ready(host.name, ready)
+        self.progress(f"{host.name} up ({host.software}, {host.stack})")
+
+    # --- readiness, exec, files -------------------------------------------------
+
+    def wait_ready(self, host: str, ready: str | None, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait until tb-init has applied the network and the service answers."""
+        probe = f"test -f {READY_FILE}" + (f" && {{ {ready} ; }}" if ready else "")
+        deadline = time.monotonic() + timeout
+        checks = 0
+        while True:
+            self.check_cancel()
+            res = self.exec(host, probe, timeout=10)
+            if res.ok:
+                return
+            checks += 1
+            if checks % 10 == 0 and not self.running(host):
+                raise LabError(f"{host} stopped while starting:\n{self.container_log(host, tail=30)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{host} not ready after {timeout:.0f} s:\n{self.container_log(host, tail=30)}")
+            time.sleep(POLL_S)
+
+    def container(self, host: str) -> str:
+        return self.plan.hosts[host].container
+
+    def running(self, host: str) -> bool:
+        try:
+            return bool(self.client.api.inspect_container(self.container(host))["State"]["Running"])
+        except docker.errors.NotFound:
+            return False
+
+    def exec(self, host: str, command: str, timeout: float = 60) -> ExecResult:
+        """Run a shell command in a host; a stopped host gives rc 125 and a message."""
+        api = self.client.api
+        try:
+            ex = api.exec_create(self.container(host), ["timeout", str(int(timeout)), "sh", "-c", command])
+            out, err = api.exec_start(ex["Id"], demux=True)
+            rc = api.exec_inspect(ex["Id"])["ExitCode"]
+        except docker.errors.APIError as exc:
+            return ExecResult(125, "", str(exc.explanation or exc))
+        return ExecResult(
+            rc if rc is not None else 125,
+            (out or b"").decode("utf-8", "replace"),
+            (err or b"").decode("utf-8", "replace"),
+        )
+
+    def read_file(self, host: str, path: str) -> str:
+        res = self.exec(host, f"cat {path} 2>/dev/null || true")
+        return res.stdout
+
+    def container_log(self, host: str, tail: int | str = "all") -> str:
+        try:
+            return self.client.api.logs(self.container(host), tail=tail).decode("utf-8", "replace")
+        except docker.errors.APIError:
+            return ""
+
+    # --- scenario operations --------------------------------------------------------
+
+    def stop(self, host: str) -> None:
+        """The host goes down at once, like a machine losing power."""
+        try:
+            self.client.api.kill(self.container(host))
+            self.client.api.wait(self.container(host), timeout=30)
+        except docker.errors.APIError as exc:
+            if "is not running" not in str(exc):
+                raise LabError(f"cannot stop {host}: {exc.explanation}") from None
+
+    def start(self, host: str, ready: str | None) -> None:
+        try:
+            self.client.api.start(self.container(host))
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot start {host}: {exc.explanation}") from None
+        self.wait_ready(host, ready)
+
+    def teardown(self) -> tuple[int, int]:
+        return teardown(self.client, self.plan.run_id)

@@ -1,0 +1,50 @@
+"""Reading Maildir mailboxes inside a container (pure: a command and a parser)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shlex
+
+from .events import MailboxMessage
+
+_MARKER = "==> testbed-message "
+_MSGID_RE = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+def maildir_dump_command(maildir: str, limit: int = 262144) -> str:
+    """Print every message of a Maildir, each after a marker line."""
+    d = shlex.quote(maildir.rstrip("/"))
+    return (
+        f"find {d}/new {d}/cur -type f 2>/dev/null | sort | while read -r f; do "
+        f"printf '\\n{_MARKER}%s\\n' \"$f\"; head -c {limit} \"$f\"; done"
+    )
+
+
+def parse_maildir_dump(text: str) -> list[MailboxMessage]:
+    messages = []
+    chunks = text.split("\n" + _MARKER)
+    for chunk in chunks[1:]:
+        path, _, raw = chunk.partition("\n")
+        messages.append(parse_message(path.strip(), raw))
+    return messages
+
+
+def parse_message(path: str, raw: str) -> MailboxMessage:
+    msg = email.message_from_string(raw, policy=email.policy.compat32)
+    own_id = (msg.get("Message-ID") or "").strip() or None
+    ctype = msg.get_content_type()
+    is_dsn = ctype == "multipart/report" and msg.get_param("report-type", "").lower() == "delivery-status"
+    refers: list[str] = []
+    if is_dsn:
+        _, _, body = raw.partition("\n\n")
+        refers = [m for m in _MSGID_RE.findall(body) if m != own_id]
+    return MailboxMessage(
+        path=path,
+        message_id=own_id,
+        subject=msg.get("Subject"),
+        sender=msg.get("From"),
+        is_dsn=is_dsn,
+        refers_to=tuple(dict.fromkeys(refers)),
+    )

@@ -1,0 +1,41 @@
+"""Rendered configuration for every host of a lab (pure: plan in, files out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .adapters import RenderedFile, adapter_for
+from .plan import HostPlan, LabPlan
+from .templating import render
+
+
+def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
+    """Everything the fabric puts into one container before it starts."""
+    gateways = [
+        str(gw)
+        for iface in host.interfaces
+        for family in sorted(host.families)
+        if iface.address(family) is not None
+        and (gw := plan.segments[iface.segment].gateway(family)) is not None
+    ]
+    dns_fqdn = plan.hosts[plan.dns_server].fqdn
+    common = [
+        RenderedFile("/etc/testbed/net.sh", render("common/net.sh.j2", host=host, gateways=gateways)),
+        RenderedFile("/etc/testbed/resolv.conf", render("common/resolv.conf.j2", host=host, dns_fqdn=dns_fqdn)),
+        RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
+    ]
+    return common + adapter_for(host.software).files(host, plan)
+
+
+def lab_files(plan: LabPlan) -> dict[str, list[RenderedFile]]:
+    return {name: host_files(plan, host) for name, host in plan.hosts.items()}
+
+
+def write_tree(files: dict[str, list[RenderedFile]], root: Path) -> None:
+    """Write rendered files under root/<host>/<path> (for the run directory and `testbed render`)."""
+    for host, rendered in files.items():
+        for f in rendered:
+            target = root / host / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.content)
+            target.chmod(f.mode)

@@ -1,0 +1,139 @@
+"""Verdicts for people: the path each message took, where it stopped, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.text import Text
+
+from .runner import RunResult
+from .track import History, Hop
+
+_OUTCOME_STYLE = {
+    "delivered": ("✓", "green"),
+    "relayed": ("→", "cyan"),
+    "deferred": ("⏸", "yellow"),
+    "queued": ("⏸", "yellow"),
+    "bounced": ("✗", "red"),
+    "expired": ("✗", "red"),
+    "frozen": ("❄", "blue"),
+    "discarded": ("✗", "red"),
+    "received": ("?", "magenta"),
+}
+_STATE_STYLE = {
+    "delivered": "bold green",
+    "returned": "bold yellow",
+    "queued": "bold yellow",
+    "bounce-queued": "bold yellow",
+    "lost": "bold red",
+}
+_STATE_WORDS = {
+    "delivered": "delivered",
+    "returned": "not delivered; the bounce reached the sender",
+    "queued": "still queued",
+    "bounce-queued": "not delivered; the bounce is stuck in a queue",
+    "lost": "lost: not delivered and the sender was never told",
+}
+
+
+def _short(text: str | None, limit: int = 110) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def path_line(hist: History) -> Text:
+    line = Text("   ")
+    for i, hop in enumerate(hist.hops):
+        line.append(hop.host, style="bold")
+        if hop.outcome == "relayed" and i + 1 < len(hist.hops):
+            fam = {"ipv4": "IPv4", "ipv6": "IPv6"}.get(hop.family or "", "?")
+            line.append(f" ─{fam}→ ", style="cyan")
+            continue
+        symbol, style = _OUTCOME_STYLE.get(hop.outcome, ("?", "magenta"))
+        line.append(f" {symbol} {hop.outcome}", style=style)
+        if hop.outcome not in ("delivered",) and hop.reason:
+            line.append(f" ({_short(hop.reason, 90)})", style="dim")
+        if i + 1 < len(hist.hops):
+            line.append("  ⋯  ")
+    if not hist.hops:
+        line.append("never accepted by any MTA", style="red")
+    return line
+
+
+def _history_block(hist: History, indent: str = "") -> list[Text]:
+    rcpts = ", ".join(hist.recipients)
+    head = Text(f"{indent}{hist.name} → {rcpts}  ")
+    head.append(_STATE_WORDS.get(hist.state, hist.state), style=_STATE_STYLE.get(hist.state, ""))
+    lines = [head, Text(indent) + path_line(hist)]
+    for dsn in hist.dsns:
+        where = dsn.hops[0].host if dsn.hops else "?"
+        sub = Text(f"{indent}   bounce generated at {where}: ")
+        sub.append("delivered to the sender" if dsn.delivered else "never reached the sender",
+                   style="green" if dsn.delivered else "red")
+        lines.append(sub)
+        lines.append(Text(indent + "   ") + path_line(dsn))
+    return lines
+
+
+def _evidence(hist: History, limit: int = 8) -> list[str]:
+    out: list[str] = []
+    hops: list[Hop] = list(hist.hops) + [h for d in hist.dsns for h in d.hops]
+    for hop in hops:
+        for line in hop.evidence:
+            if line not in out:
+                out.append(line)
+    return out[-limit:]
+
+
+def result_panel(result: RunResult) -> Panel:
+    plan = result.plan
+    topo = plan.topology
+    software = sorted({h.software for h in plan.hosts.values() if h.kind == "mta"})
+    parts: list = []
+    meta = Text(f"{topo.title}  ({topo.study})\n" if topo.title else "", style="italic")
+    meta.append(f"{', '.join(software)} on {plan.suite} · run {plan.run_id}")
+    if result.timings:
+        meta.append(f" · {sum(result.timings.values()):.1f} s")
+    parts.append(meta)
+    variant_desc = topo.variants.get(topo.variant)
+    if variant_desc and variant_desc.description:
+        parts.append(Text(" ".join(variant_desc.description.split()), style="dim"))
+    if result.error:
+        parts.append(Text(f"ERROR: {result.error}", style="bold red"))
+    for hist in result.histories.values():
+        parts.append(Text(""))
+        parts.extend(_history_block(hist))
+        evidence = _evidence(hist)
+        if evidence and hist.state != "delivered":
+            parts.append(Text("   decisive log lines:", style="dim"))
+            parts.extend(Text("     " + _short(e, 160), style="dim") for e in evidence)
+    if result.checks:
+        parts.append(Text(""))
+        for c in result.checks:
+            mark, style = {"pass": ("✓", "green"), "fail": ("✗", "bold red"), "n/a": ("–", "dim")}[c.status]
+            t = Text(f" {mark} ", style=style)
+            t.append(c.description or c.kind)
+            if c.status != "pass" or c.kind != "message":
+                t.append(f"  [{_short(c.detail, 140)}]", style="dim" if c.status != "fail" else "red")
+            parts.append(t)
+    parts.append(Text(f"\nrun directory: {result.run_dir.path}" + ("  (lab kept running)" if result.kept else ""),
+                      style="dim"))
+    passed = sum(1 for c in result.checks if c.status == "pass")
+    total = sum(1 for c in result.checks if c.status != "n/a")
+    if result.passed:
+        title = f"[bold green]{escape(result.label)}: as expected ({passed}/{total} expectations hold)[/]"
+    else:
+        title = f"[bold red]{escape(result.label)}: NOT as expected ({passed}/{total} expectations hold)[/]"
+    return Panel(Group(*parts), title=title, title_align="left", border_style="green" if result.passed else "red")
+
+
+def print_results(results: Sequence[RunResult], console: Console | None = None) -> None:
+    console = console or Console()
+    for result in results:
+        console.print(result_panel(result))
+    ok = sum(r.passed for r in results)
+    style = "bold green" if ok == len(results) else "bold red"
+    console.print(Text(f"{ok}/{len(results)} labs behaved as their topology expects", style=style))

@@ -1,0 +1,286 @@
+"""One command's worth of work: plan, build images, bring labs up, run, judge, tear down.
+
+Several labs (the variants of a reproduction) run side by side, each on its
+own subnets. Whatever happens - an error, Ctrl-C, SIGTERM - every lab's
+Docker objects are removed before this module returns (unless asked to keep
+them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from . import fabric, observe
+from .adapters import adapter_for
+from .errors import LabError, TestbedError
+from .fabric import Lab
+from .model import Topology
+from .plan import IPNetwork, LabPlan, plan_lab
+from .preflight import check_pools, host_reserved
+from .render import lab_files, write_tree
+from .rundir import RunDir, runs_root
+from .scenario import ScenarioRunner
+from .track import History, Tracker
+from .verdict import Check, Observation, evaluate
+
+Progress = Callable[[str, str], None]  # (lab label, message)
+
+
+def _quiet(_label: str, _message: str) -> None:
+    pass
+
+
+@dataclass
+class RunOptions:
+    runs_root: Path = field(default_factory=runs_root)
+    keep: bool = False
+    suite: str | None = None
+    progress: Progress = _quiet
+
+
+@dataclass
+class RunResult:
+    plan: LabPlan
+    run_dir: RunDir
+    checks: list[Check] = field(default_factory=list)
+    histories: dict[str, History] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    kept: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan.name}/{self.plan.variant}"
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        topo = self.plan.topology
+        return {
+            "topology": topo.name,
+            "title": topo.title,
+            "study": topo.study,
+            "variant": topo.variant,
+            "run_id": self.plan.run_id,
+            "suite": self.plan.suite,
+            "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind == "mta"},
+            "passed": self.passed,
+            "error": self.error,
+            "expectations": [c.to_dict() for c in self.checks],
+            "messages": {k: h.to_dict() for k, h in self.histories.items()},
+            "steps": self.steps,
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+            "run_dir": str(self.run_dir.path),
+            "kept": self.kept,
+        }
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def plan_runs(
+    client: docker.DockerClient, topologies: Sequence[Topology], suite: str | None = None
+) -> list[LabPlan]:
+    """Plan labs on subnets that clash with nothing on the machine, nor with each other."""
+    reserved = host_reserved()
+    for topo in topologies:
+        check_pools(topo.pools, reserved)
+    caps = fabric.engine_caps(client)
+    used: list[IPNetwork] = [n for n, _ in fabric.docker_subnets(client)] + [r.network for r in reserved]
+    plans = []
+    for topo in topologies:
+        plan = plan_lab(topo, new_run_id(), caps, used, suite=suite)
+        plans.append(plan)
+        used += [n for s in plan.segments.values() for n in (s.subnet_v4, s.subnet_v6) if n is not None]
+    return plans
+
+
+def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> float:
+    from .images import ensure_images
+
+    start = time.monotonic()
+    by_suite: dict[str, set[str]] = {}
+    for plan in plans:
+        by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+    for suite, names in sorted(by_suite.items()):
+        ensure_images(sorted(names), suite, progress=lambda image, msg: progress("images", f"{image}: {msg}"))
+    return time.monotonic() - start
+
+
+def run_plans(client: docker.DockerClient, plans: Sequence[LabPlan], options: RunOptions) -> list[RunResult]:
+    """Run labs in parallel; Ctrl-C or SIGTERM tears every one of them down."""
+    labs = [Lab(client, plan, progress=lambda m, p=plan: options.progress(_label(p), m)) for plan in plans]
+    results: list[RunResult | None] = [None] * len(plans)
+    with _terminate_as_interrupt(), ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
+        futures = {pool.submit(run_one, lab, options): i for i, lab in enumerate(labs)}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    results[futures[fut]] = fut.result()
+        except KeyboardInterrupt:
+            for lab in labs:
+                lab.cancel()
+            with _ignore_interrupts("still removing the lab's containers and networks..."):
+                wait(set(futures))
+                for lab in labs:
+                    lab.teardown()
+            raise
+    return [r for r in results if r is not None]
+
+
+def run_one(lab: Lab, options: RunOptions) -> RunResult:
+    """Bring one lab up, run its scenario, judge it, and tear it down (always)."""
+    plan = lab.plan
+    run_dir = RunDir.create(options.runs_root, plan.name, plan.variant, plan.run_id)
+    result = RunResult(plan, run_dir)
+    progress = lab.progress
+    try:
+        files = lab_files(plan)
+        write_tree(files, run_dir.path / "config")
+        run_dir.write_json("plan.json", plan_to_dict(plan))
+        ready = {h.name: adapter_for(h.software).ready_command(h) for h in plan.hosts.values()}
+        t = time.monotonic()
+        progress(f"bringing up {len(plan.hosts)} containers on {len(plan.segments)} segments")
+        lab.up(files, ready)
+        result.timings["bring_up"] = time.monotonic() - t
+        t = time.monotonic()
+        runner = ScenarioRunner(lab, run_dir, progress=progress)
+        try:
+            runner.run()
+        finally:
+            result.steps = [r.to_dict() for r in runner.records]
+            result.timings["scenario"] = time.monotonic() - t
+            t = time.monotonic()
+            if not lab.cancelled:
+                _judge(lab, run_dir, runner, result)
+            result.timings["collect"] = time.monotonic() - t
+    except TestbedError as exc:
+        result.error = str(exc)
+        progress(f"error: {exc}")
+    finally:
+        if lab.cancelled or not options.keep:
+            t = time.monotonic()
+            _save_container_logs(lab, run_dir)
+            lab.teardown()
+            result.timings["teardown"] = time.monotonic() - t
+        else:
+            result.kept = True
+        run_dir.write_json("result.json", result.to_dict())
+    return result
+
+
+def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult) -> None:
+    plan = lab.plan
+    logs = observe.mail_logs(lab)
+    for host, text in logs.items():
+        run_dir.write_text(f"logs/{host}/mail.log", text)
+    events = observe.events_from_logs(plan, logs)
+    run_dir.write_text("events.jsonl", "".join(json.dumps(e.to_dict()) + "\n" for e in events))
+    queues = observe.queues(lab)
+    run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
+    mailboxes = observe.mailboxes(lab)
+    run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] for a, msgs in mailboxes.items()})
+    dns_log = lab.read_file(plan.dns_server, "/var/log/testbed/dns-queries.jsonl")
+    run_dir.write_text("dns-queries.jsonl", dns_log)
+    tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
+    specs = plan.topology.messages()
+    result.histories = {
+        name: tracker.history(name, runner.message_ids[name], tuple(spec.to))
+        for name, spec in specs.items()
+        if name in runner.message_ids
+    }
+    obs = Observation(
+        histories=result.histories,
+        mailboxes=mailboxes,
+        queues=queues,
+        dns_queries=observe.parse_query_log(dns_log),
+        logs=logs,
+        message_ids=runner.message_ids,
+    )
+    result.checks = evaluate(plan, obs)
+
+
+def _save_container_logs(lab: Lab, run_dir: RunDir) -> None:
+    for host in lab.plan.hosts:
+        text = lab.container_log(host)
+        if text:
+            run_dir.write_text(f"logs/{host}/container.log", text)
+
+
+def _label(plan: LabPlan) -> str:
+    return f"{plan.name}/{plan.variant}"
+
+
+def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "topology"}
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
+            return str(value)
+        return value
+
+    data = convert(plan)
+    data["topology"] = plan.topology.model_dump(mode="json", by_alias=True, exclude={"variants"})
+    return data
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (docker stop, CI timeouts) cleans up like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _ignore_interrupts(message: str) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        print(message, flush=True)
+
+    prev_int = signal.signal(signal.SIGINT, handler)
+    prev_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, prev_int)
+        signal.signal(signal.SIGTERM, prev_term)
+
+
+__all__ = ["RunOptions", "RunResult", "plan_runs", "run_plans", "run_one", "ensure_images_for", "LabError"]

@@ -1,0 +1,313 @@
+"""Running a topology's scenario steps against a live lab.
+
+"Settle" never sleeps a fixed time: it polls every MTA's queue and log until
+nothing is in flight, every queue flush has been acted on, and the logs have
+been quiet for a short window.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters import adapter_for, mta_adapter
+from .adapters.client import SwaksClient
+from .adapters.dns import CONTROL_SOCKET
+from .errors import LabError
+from .events import QueueEntry
+from .fabric import Lab
+from .model import (
+    DnsStep,
+    FlushStep,
+    SendSpec,
+    SendStep,
+    SettleStep,
+    StartServiceStep,
+    StartStep,
+    StopServiceStep,
+    StopStep,
+)
+from .observe import mta_hosts
+from .rundir import RunDir
+
+POLL_S = 0.25
+_LOG_MARK = "@@testbed-log-size@@"
+
+
+class ScenarioError(LabError):
+    """A step could not be carried out (the lab never settled, a host did not come back)."""
+
+
+@dataclass
+class StepRecord:
+    index: int
+    kind: str
+    summary: str
+    started_s: float
+    duration_s: float = 0.0
+    ok: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "summary": self.summary,
+            "started_s": round(self.started_s, 3),
+            "duration_s": round(self.duration_s, 3),
+            "ok": self.ok,
+            "detail": self.detail,
+        }
+
+
+def message_id_for(name: str, run_id: str, client_fqdn: str) -> str:
+    return f"<{name}.{run_id}@{client_fqdn}>"
+
+
+@dataclass
+class _Probe:
+    queue: list[QueueEntry] | None  # None: host down
+    log_size: int
+
+
+class ScenarioRunner:
+    def __init__(self, lab: Lab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
+        self.lab = lab
+        self.plan = lab.plan
+        self.run_dir = run_dir
+        self.progress = progress
+        self.records: list[StepRecord] = []
+        self.message_ids: dict[str, str] = {}
+        self.sends: dict[str, dict[str, Any]] = {}
+        # host -> (log offset at flush time, queue ids that must show a new attempt)
+        self._flushed: dict[str, tuple[int, set[str]]] = {}
+        self._t0 = time.monotonic()
+        self._down: set[str] = set()
+
+    # --- driver --------------------------------------------------------------------
+
+    def run(self) -> list[StepRecord]:
+        for index, step in enumerate(self.plan.topology.scenario):
+            self.lab.check_cancel()
+            record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0)
+            self.progress(f"step {index + 1}: {record.summary}")
+            start = time.monotonic()
+            self._dispatch(step, record)
+            record.duration_s = time.monotonic() - start
+            self.records.append(record)
+        return self.records
+
+    def _dispatch(self, step: Any, record: StepRecord) -> None:
+        if isinstance(step, SendStep):
+            self.send(step.send, record)
+        elif isinstance(step, StopStep):
+            self.lab.stop(step.stop)
+            self._down.add(step.stop)
+        elif isinstance(step, StartStep):
+            self._start(step.start)
+        elif isinstance(step, StopServiceStep):
+            res = self.lab.exec(step.stop_service, "/etc/testbed/service stop")
+            record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
+        elif isinstance(step, StartServiceStep):
+            host = self.plan.hosts[step.start_service]
+            res = self.lab.exec(host.name, "/etc/testbed/service start")
+            record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
+            self.lab.wait_ready(host.name, adapter_for(host.software).ready_command(host))
+        elif isinstance(step, FlushStep):
+            hosts = mta_hosts(self.plan) if step.flush == "all" else list(step.flush)
+            self.flush([h for h in hosts if h not in self._down], record)
+        elif isinstance(step, SettleStep):
+            self.settle(step.settle.timeout, record)
+        elif isinstance(step, DnsStep):
+            self.dns(step, record)
+
+    # --- steps -----------------------------------------------------------------------
+
+    def send(self, spec: SendSpec, record: StepRecord) -> None:
+        client_name = spec.client or next(h.name for h in self.plan.hosts.values() if h.kind == "client")
+        client = self.plan.hosts[client_name]
+        server = self.plan.hosts[spec.via]
+        message_id = message_id_for(spec.id, self.plan.run_id, client.fqdn)
+        self.message_ids[spec.id] = message_id
+        swaks = adapter_for(client.software)
+        assert isinstance(swaks, SwaksClient)
+        cmd = swaks.send_command(
+            server=server.fqdn,
+            sender=spec.sender,
+            recipients=spec.to,
+            message_id=message_id,
+            subject=spec.subject or f"testbed {spec.id}",
+            helo=client.fqdn,
+            family=spec.family,
+        )
+        res = self.lab.exec(client_name, cmd, timeout=60)
+        self.run_dir.write_text(f"sends/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")
+        reply = _last_reply(res.stdout)
+        record.ok = res.ok
+        record.detail = {"message_id": message_id, "client": client_name, "server": server.fqdn, "reply": reply}
+        self.sends[spec.id] = {**record.detail, "accepted": res.ok}
+        if not res.ok:
+            self.progress(f"  {spec.id} not accepted by {spec.via}: {reply or res.stderr.strip()}")
+
+    def _start(self, host_name: str) -> None:
+        host = self.plan.hosts[host_name]
+        self.lab.start(host_name, adapter_for(host.software).ready_command(host))
+        self._down.discard(host_name)
+
+    def flush(self, hosts: list[str], record: StepRecord) -> None:
+        probes = self._probe(hosts)
+        flushed: dict[str, list[str]] = {}
+        for host in hosts:
+            probe = probes[host]
+            if probe.queue is None:
+                continue
+            waiting = {e.queue_id for e in probe.queue if not e.in_flight}
+            self._flushed[host] = (probe.log_size, waiting)
+            adapter = mta_adapter(self.plan.hosts[host].software)
+            res = self.lab.exec(host, adapter.flush_command())
+            if not res.ok:
+                raise ScenarioError(f"flushing {host} failed: {(res.stdout + res.stderr).strip()}")
+            flushed[host] = sorted(waiting)
+        record.detail = {"flushed": flushed}
+
+    def settle(self, timeout: float | None, record: StepRecord) -> None:
+        timing = self.plan.topology.timing
+        timeout = timeout or timing.settle_timeout
+        hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        last_sizes: dict[str, int] | None = None
+        polls = 0
+        while True:
+            self.lab.check_cancel()
+            probes = self._probe(hosts)
+            polls += 1
+            busy = {h: [e.queue_id for e in p.queue if e.in_flight] for h, p in probes.items() if p.queue}
+            busy = {h: ids for h, ids in busy.items() if ids}
+            pending = self._pending_flushes(probes)
+            sizes = {h: p.log_size for h, p in probes.items()}
+            now = time.monotonic()
+            if not busy and not pending and sizes == last_sizes:
+                quiet_since = quiet_since or now
+                if now - quiet_since >= timing.settle_quiet:
+                    break
+            else:
+                quiet_since = None
+            last_sizes = sizes
+            if now > deadline:
+                raise ScenarioError(
+                    f"the lab did not settle within {timeout:.0f} s "
+                    f"(in flight: {busy or 'nothing'}; flushes not yet acted on: {pending or 'none'})"
+                )
+            time.sleep(POLL_S)
+        snapshot = {h: [e.to_dict() for e in p.queue] if p.queue is not None else None for h, p in probes.items()}
+        self.run_dir.write_json(f"queues/step-{record.index + 1:02d}.json", snapshot)
+        record.detail = {"polls": polls, "queued": {h: len(q) for h, q in snapshot.items() if q}}
+
+    def dns(self, step: DnsStep, record: StepRecord) -> None:
+        spec = step.dns
+        actions: list[tuple[str, list[dict[str, Any]] | None]] = []
+        if spec.clear:
+            actions.append(("clear", None))
+        if spec.set is not None:
+            actions.append(("set", spec.set))
+        if spec.add is not None:
+            actions.append(("add", spec.add))
+        outputs = []
+        for verb, rules in actions:
+            res = self.lab.exec(self.plan.dns_server, dns_control_command(verb, rules))
+            if not res.ok:
+                raise ScenarioError(f"the DNS server refused `{verb}`: {(res.stdout + res.stderr).strip()}")
+            outputs.append(res.stdout.strip())
+        record.detail = {"actions": [a for a, _ in actions], "output": outputs}
+
+    # --- probing ---------------------------------------------------------------------
+
+    def _probe(self, hosts: list[str]) -> dict[str, _Probe]:
+        """Queue and log size of each host in one exec per host, in parallel."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(host: str) -> _Probe:
+            adapter = mta_adapter(self.plan.hosts[host].software)
+            cmd = f"{adapter.queue_command()}; echo {_LOG_MARK}; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
+            res = self.lab.exec(host, cmd, timeout=30)
+            head, mark, tail = res.stdout.partition(_LOG_MARK)
+            if res.rc == 125 or not mark:
+                return _Probe(None, 0)
+            try:
+                size = int(tail.strip() or 0)
+            except ValueError:
+                size = 0
+            return _Probe(adapter.parse_queue(head), size)
+
+        if not hosts:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+            return dict(zip(hosts, pool.map(one, hosts)))
+
+    def _pending_flushes(self, probes: dict[str, _Probe]) -> dict[str, list[str]]:
+        """Flushed queue ids still queued with no log line since the flush."""
+        pending: dict[str, list[str]] = {}
+        for host, (offset, ids) in list(self._flushed.items()):
+            probe = probes.get(host)
+            if probe is None or probe.queue is None:
+                continue
+            queued = {e.queue_id for e in probe.queue}
+            waiting = ids & queued
+            if waiting:
+                log = mta_adapter(self.plan.hosts[host].software).mail_log
+                tail = self.lab.exec(host, f"tail -c +{offset + 1} {log}", timeout=10).stdout
+                waiting = {q for q in waiting if q not in tail}
+            if waiting:
+                pending[host] = sorted(waiting)
+            else:
+                del self._flushed[host]
+        return pending
+
+
+def dns_control_command(verb: str, rules: list[dict[str, Any]] | None) -> str:
+    """Shell command run in the DNS container to change its rules (testbed.dnsserver.ctl)."""
+    ctl = f"python3 -m testbed.dnsserver.ctl --control {CONTROL_SOCKET}"
+    if rules is None:
+        return f"{ctl} {verb}"
+    payload = base64.b64encode(json.dumps(rules).encode()).decode()
+    return f"echo {payload} | base64 -d | {ctl} {verb} -"
+
+
+def _last_reply(swaks_output: str) -> str | None:
+    """The server's reply to the end of DATA, from swaks' transcript."""
+    replies = [line[3:].strip() for line in swaks_output.splitlines() if line.startswith(("<~ ", "<**", "<- "))]
+    data_replies = [r for r in replies if r[:3].isdigit()]
+    for r in reversed(data_replies):
+        if not r.startswith("221"):
+            return r
+    return None
+
+
+def _kind(step: Any) -> str:
+    return next(iter(type(step).model_fields))
+
+
+def _summary(step: Any) -> str:
+    if isinstance(step, SendStep):
+        s = step.send
+        return f"send {s.id}: {s.sender} -> {', '.join(s.to)} via {s.via}"
+    if isinstance(step, StopStep):
+        return f"stop host {step.stop}"
+    if isinstance(step, StartStep):
+        return f"start host {step.start}"
+    if isinstance(step, StopServiceStep):
+        return f"stop the service on {step.stop_service}"
+    if isinstance(step, StartServiceStep):
+        return f"start the service on {step.start_service}"
+    if isinstance(step, FlushStep):
+        return "flush " + ("every queue" if step.flush == "all" else ", ".join(step.flush))
+    if isinstance(step, SettleStep):
+        return "settle"
+    if isinstance(step, DnsStep):
+        return "change DNS rules"
+    return type(step).__name__

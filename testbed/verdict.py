@@ -1,0 +1,167 @@
+"""Checking a topology's expectations against what was observed (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import MailboxMessage, QueueEntry
+from .model import DnsExpect, LogExpect, MailboxExpect, MessageExpect, QueueExpect
+from .plan import LabPlan
+from .track import History, dsn_in_mailbox
+
+
+@dataclass
+class Observation:
+    """Everything the verdict looks at, collected after the scenario."""
+
+    histories: dict[str, History]
+    mailboxes: dict[str, list[MailboxMessage]]
+    queues: dict[str, list[QueueEntry] | None]
+    dns_queries: list[dict[str, Any]]
+    logs: dict[str, str]
+    message_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    index: int
+    kind: str
+    description: str
+    status: str  # pass | fail | n/a
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "description": self.description,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
+    checks = []
+    for index, exp in enumerate(plan.topology.expect):
+        kind = next(k for k in ("message", "dns", "mailbox", "queue", "log") if k in type(exp).model_fields)
+        mismatch = {h: sw for h, sw in exp.when.items() if plan.hosts[h].software != sw}
+        if mismatch:
+            detail = "applies only when " + ", ".join(f"{h} runs {sw}" for h, sw in exp.when.items())
+            checks.append(Check(index, kind, exp.description, "n/a", detail))
+            continue
+        failures, facts = _CHECKERS[kind](plan, obs, exp)
+        status = "fail" if failures else "pass"
+        checks.append(Check(index, kind, exp.description or _describe(exp), status, "; ".join(failures or facts)))
+    return checks
+
+
+def _describe(exp: Any) -> str:
+    data = exp.model_dump(exclude_defaults=True, exclude={"description", "when"})
+    return ", ".join(f"{k}={v}" for k, v in data.items())
+
+
+def _message(plan: LabPlan, obs: Observation, exp: MessageExpect) -> tuple[list[str], list[str]]:
+    hist = obs.histories.get(exp.message)
+    if hist is None:
+        return [f"{exp.message} was never seen by any MTA"], []
+    fails: list[str] = []
+    facts: list[str] = []
+
+    def compare(label: str, wanted: Any, actual: Any) -> None:
+        if wanted is None:
+            return
+        (fails if wanted != actual else facts).append(f"{label}: expected {wanted}, got {actual}")
+
+    compare("state", exp.state, hist.state)
+    compare("delivered", exp.delivered, hist.delivered)
+    compare("path", exp.path, hist.path)
+    if exp.dsn_generated_at is not None:
+        compare("bounce generated at", exp.dsn_generated_at, ", ".join(hist.dsn_generated_at) or "nowhere")
+    compare("bounce delivered to the sender", exp.dsn_delivered, hist.dsn_delivered)
+    compare("still queued at", exp.queued_at, hist.queued_at)
+    return fails, [f.replace("expected ", "", 1).split(", got ")[0] for f in facts]
+
+
+def _dns(plan: LabPlan, obs: Observation, exp: DnsExpect) -> tuple[list[str], list[str]]:
+    check = exp.dns
+    queries = obs.dns_queries
+    if check.client:
+        addrs = {str(a) for a in plan.hosts[check.client].addresses()}
+        queries = [q for q in queries if q.get("client") in addrs]
+    if check.type:
+        queries = [q for q in queries if str(q.get("type", "")).upper() == check.type.upper()]
+    if check.name:
+        want = check.name.rstrip(".").lower()
+        queries = [q for q in queries if str(q.get("name", "")).rstrip(".").lower() == want]
+    n = len(queries)
+    what = " ".join(filter(None, [check.type or "", "queries", f"for {check.name}" if check.name else "",
+                                  f"from {check.client}" if check.client else ""]))
+    fails = []
+    if check.count is not None and n != check.count:
+        fails.append(f"{what}: expected {check.count}, saw {n}")
+    if check.min is not None and n < check.min:
+        fails.append(f"{what}: expected at least {check.min}, saw {n}")
+    if check.max is not None and n > check.max:
+        fails.append(f"{what}: expected at most {check.max}, saw {n}")
+    return fails, [f"{what}: {n}"]
+
+
+def _mailbox(plan: LabPlan, obs: Observation, exp: MailboxExpect) -> tuple[list[str], list[str]]:
+    check = exp.mailbox
+    messages = obs.mailboxes.get(check.address)
+    if messages is None:
+        return [f"mailbox {check.address} could not be read"], []
+    fails: list[str] = []
+    facts = [f"{check.address} holds {len(messages)} message(s)"]
+    if check.count is not None and len(messages) != check.count:
+        fails.append(f"{check.address}: expected {check.count} message(s), found {len(messages)}")
+    if check.dsn_for is not None:
+        mid = obs.message_ids.get(check.dsn_for, "")
+        if dsn_in_mailbox(messages, mid):
+            facts.append(f"a bounce for {check.dsn_for} is there")
+        else:
+            fails.append(f"{check.address}: no bounce for {check.dsn_for} ({mid}) among {len(messages)} message(s)")
+    for key, present in (("has_message", True), ("absent_message", False)):
+        name = getattr(check, key)
+        if name is None:
+            continue
+        mid = obs.message_ids.get(name, "")
+        found = any(m.message_id == mid for m in messages)
+        if found != present:
+            fails.append(f"{check.address}: {name} {'missing' if present else 'present'}")
+    return fails, facts
+
+
+def _queue(plan: LabPlan, obs: Observation, exp: QueueExpect) -> tuple[list[str], list[str]]:
+    check = exp.queue
+    entries = obs.queues.get(check.host)
+    if entries is None:
+        return [f"the queue of {check.host} could not be read (host down?)"], []
+    fails = []
+    if check.count is not None and len(entries) != check.count:
+        summary = ", ".join(f"{e.queue_id} {e.state} {e.sender or '<>'} -> {','.join(e.recipients)}" for e in entries)
+        fails.append(f"{check.host}: expected {check.count} queued, found {len(entries)} ({summary})")
+    if check.message is not None:
+        hist = obs.histories.get(check.message)
+        ids = {h.queue_id for h in hist.hops if h.host == check.host} if hist else set()
+        if not ids & {e.queue_id for e in entries}:
+            fails.append(f"{check.message} is not in the queue of {check.host}")
+    return fails, [f"{check.host} queue holds {len(entries)} message(s)"]
+
+
+def _log(plan: LabPlan, obs: Observation, exp: LogExpect) -> tuple[list[str], list[str]]:
+    check = exp.log
+    text = obs.logs.get(check.host, "")
+    match = re.search(check.pattern, text, re.MULTILINE)
+    if bool(match) != check.present:
+        return [f"{check.host} log {'lacks' if check.present else 'contains'} /{check.pattern}/"], []
+    return [], [f"{check.host}: {match.group(0)!r}" if match else f"{check.host}: no /{check.pattern}/"]
+
+
+_CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log}
