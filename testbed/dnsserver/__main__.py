@@ -1,0 +1,63 @@
+"""``python3 -m testbed.dnsserver --config FILE --query-log FILE [--control SOCK]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from .config import load_config
+from .errors import ConfigError
+from .server import BindError, LabDNSServer
+
+PROG = "testbed-dns"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m testbed.dnsserver",
+                                 description="The testbed's authoritative DNS server.")
+    ap.add_argument("--config", required=True, help="JSON config (listen, port, zones, rules)")
+    ap.add_argument("--query-log", help="append one JSON line per query to this file")
+    ap.add_argument("--port", type=int, help="override the config's port")
+    args = ap.parse_args(argv)
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"{PROG}: {args.config}: {p}", file=sys.stderr)
+        return 2
+    if args.port is not None:
+        config.port = args.port
+
+    if args.query_log:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.query_log)), exist_ok=True)
+            open(args.query_log, "a").close()
+        except OSError as e:
+            print(f"{PROG}: cannot write query log {args.query_log}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 2
+
+    server = LabDNSServer(config, args.query_log)
+    try:
+        server.start()
+    except BindError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        server.log.close()
+        return 1
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"{PROG}: {server.describe()}", flush=True)
+    while not done.wait(1.0):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The running server: listeners, engine, query log, wired together."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from typing import Any
+
+from .config import Config
+from .engine import Engine, internal_error
+from .querylog import QueryLog, wall_clock
+from .transport import (MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT_S, Peer, Reply, TCPListener,
+                        UDPListener, open_socket)
+from .zones import ZoneSet
+
+
+class BindError(Exception):
+    """A listen address/port could not be bound; the message says which and why."""
+
+
+class LabDNSServer:
+    def __init__(self, config: Config, query_log: str | None = None, *,
+                 keep_log: int = 0,
+                 tcp_idle_timeout: float = TCP_IDLE_TIMEOUT_S,
+                 max_tcp_connections: int = MAX_TCP_CONNECTIONS) -> None:
+        self.config = config
+        self.engine = Engine(ZoneSet(config.zones))
+        self.log = QueryLog(query_log, keep=keep_log)
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self.port = config.port
+        self.udp: list[UDPListener] = []
+        self.tcp: list[TCPListener] = []
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> "LabDNSServer":
+        """Bind every socket (or none: raises BindError) and start serving."""
+        self._bind_all()
+        for listener in [*self.udp, *self.tcp]:
+            listener.start()
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        listeners = [*self.udp, *self.tcp]
+        for listener in listeners:      # signal all first: the joins then overlap
+            listener.signal_stop()
+        for listener in listeners:
+            listener.stop()
+        self.udp, self.tcp = [], []
+        self.log.close()
+        self._started = False
+
+    def __enter__(self) -> "LabDNSServer":
+        return self.start() if not self._started else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def describe(self) -> str:
+        addrs = ", ".join(f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}"
+                          for a in self.config.listen)
+        return f"listening on {addrs}/udp+tcp"
+
+    def _bind_all(self) -> None:
+        listen = self.config.listen
+        # "::" alone serves both families (clients then appear as ::ffff:a.b.c.d
+        # and are logged as IPv4); any IPv4 address in the list makes every v6
+        # socket V6ONLY so the two never clash.
+        dual = not any(":" not in a for a in listen)
+        attempts = 20 if self.config.port == 0 else 1
+        for attempt in range(attempts):
+            port = self.config.port
+            socks: list[tuple[str, int, socket.socket]] = []
+            try:
+                for addr in listen:
+                    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                        proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+                        try:
+                            s = open_socket(addr, port, kind, dual_stack=dual and addr == "::")
+                        except OSError as e:
+                            raise BindError(f"cannot bind {addr} port {port}/{proto}: "
+                                            f"{e.strerror or e}") from e
+                        socks.append((addr, kind, s))
+                        if port == 0:
+                            port = int(s.getsockname()[1])   # the rest share this port
+            except BindError as e:
+                for _a, _k, s in socks:
+                    s.close()
+                cause = e.__cause__
+                if (attempt + 1 < attempts and isinstance(cause, OSError)
+                        and cause.errno == errno.EADDRINUSE):
+                    continue   # ephemeral port taken on another address: try another
+                raise
+            self.port = port
+            for addr, kind, s in socks:
+                if kind == socket.SOCK_DGRAM:
+                    self.udp.append(UDPListener(s, addr, self._on_message))
+                else:
+                    self.tcp.append(TCPListener(s, addr, self._on_message, self._on_error,
+                                                self.tcp_idle_timeout, self.max_tcp_connections))
+            return
+
+    # -- per message ----------------------------------------------------------
+    def _on_message(self, data: bytes, peer: Peer, reply: Reply) -> None:
+        received = time.monotonic()
+        wall = time.time()
+        try:
+            outcome = self.engine.handle(data, peer)
+        except Exception as e:  # a bug must cost one answer, not the listener
+            outcome = internal_error(data, e)
+        self._send(outcome, peer, reply, received, wall)
+
+    def _send(self, outcome: Outcome, peer: Peer, reply: Reply, received: float, wall: float) -> None:
+        entry = outcome.entry
+        if outcome.wire is None:
+            reply.drop()
+            self.log.write(self._log_line(peer, received, wall, entry, None))
+            return
+        # The line is queued *before* the reply leaves, so anyone who has seen
+        # the answer and then syncs the log is sure to find the line.
+        delay = round((time.monotonic() - received) * 1000, 3)
+        self.log.write(self._log_line(peer, received, wall, entry, delay))
+        try:
+            reply.send(outcome.wire)
+        except OSError as e:
+            self._on_error(peer, f"send of reply id {entry.get('id')} failed: {e}")
+
+    def _on_error(self, peer: Peer, message: str) -> None:
+        now = time.monotonic()
+        entry = {"id": None, "name": None, "type": None, "rcode": None, "answers": [],
+                 "rule": None, "error": message}
+        self.log.write(self._log_line(peer, now, time.time(), entry, None))
+
+    @staticmethod
+    def _log_line(peer: Peer, received: float, wall: float, entry: dict[str, Any],
+                  delay: float | None) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "t_ms": round(received * 1000, 3), "wall": wall_clock(wall),
+            "client": peer.client, "client_port": peer.client_port,
+            "family": peer.family, "transport": peer.transport, "server": peer.server,
+        }
+        line.update(entry)
+        line["delay_ms"] = delay
+        return line
+
+    # -- introspection (tests) ------------------------------------------------
+    def thread_count(self) -> int:
+        return threading.active_count()
