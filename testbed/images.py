@@ -54,10 +54,11 @@ LABEL_IMAGE = "testbed.image"
 LABEL_SUITE = "testbed.suite"
 
 # Everything a lab host needs for network work is in the rootfs itself, so routers
-# can run testbed/base without any install step.
+# can run testbed/base without any install step. dig comes from bind9-dnsutils: in
+# trixie "dnsutils" is only a virtual package, which debootstrap cannot resolve.
 DEBOOTSTRAP_PACKAGES = (
+    "bind9-dnsutils",
     "ca-certificates",
-    "dnsutils",
     "iproute2",
     "iptables",
     "iputils-ping",
