@@ -29,8 +29,10 @@ EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_ENVIRONMENT = 3
 
-console = Console(stderr=True)
-out = Console()
+# Not a terminal (CI logs, pipes): a wide fixed width instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 140))
+console = Console(stderr=True, width=_WIDTH)
+out = Console(width=_WIDTH)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -289,6 +291,32 @@ def down(run_id: str | None, everything: bool) -> None:
     client = fabric.connect()
     containers, networks = fabric.teardown(client, None if everything else run_id)
     out.print(f"removed {containers} container(s) and {networks} network(s)")
+
+
+@main.command()
+@_guard
+def doctor() -> None:
+    """Check this machine: Docker engine, API features, address pools, build tools."""
+    import shutil
+
+    from . import fabric
+    from .model import Pools
+    from .preflight import check_pools, host_reserved
+
+    client = fabric.connect()
+    caps = fabric.engine_caps(client)
+    api = ".".join(map(str, caps.api_version))
+    out.print(f"Docker engine {fabric.engine_version(client)}, API {api}")
+    out.print("  IPv6-only networks: " + ("native (API >= 1.48)" if caps.ipv6_only_networks
+                                           else "emulated (IPv4 removed inside each container)"))
+    out.print("  networks at create: " + ("all at once" if caps.multi_network_create else "one, the rest connected after start"))
+    check_pools(Pools(), host_reserved())
+    out.print(f"  default pools {Pools().ipv4} and {Pools().ipv6} are clear of this machine's routes and addresses")
+    if shutil.which("debootstrap"):
+        out.print("  debootstrap: present")
+    else:
+        out.print("  debootstrap: missing - needed once to build the base image (apt-get install debootstrap)")
+    out.print("[green]ready[/]")
 
 
 @main.command()

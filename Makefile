@@ -1,0 +1,66 @@
+# The two commands a user needs: `make reproduce-mx-routing` and `make test`.
+# Both create the virtualenv, install dependencies and build missing images.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Optional: MTA=postfix|exim|sendmail, SUITE=bookworm|trixie
+RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
+
+.PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
+        reproduce test unit integration bench down clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+# debootstrap builds the Debian base image (no registry is needed or used).
+host-tools:
+	@command -v debootstrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing debootstrap"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; \
+	  else \
+	    echo "note: debootstrap is missing; it is needed once, to build the base image (apt-get install debootstrap)"; \
+	  fi; }
+
+images: $(STAMP) host-tools
+	$(BIN)/testbed images --build $(if $(SUITE),--suite $(SUITE))
+
+reproduce-mx-routing: $(STAMP) host-tools
+	$(BIN)/testbed reproduce mx-routing $(RUN_ARGS)
+
+reproduce-relay-bounce: $(STAMP) host-tools
+	$(BIN)/testbed reproduce relay-bounce $(RUN_ARGS)
+
+reproduce: reproduce-mx-routing reproduce-relay-bounce
+
+# Every test: unit tests, then integration tests against real containers.
+# Without a Docker engine this fails (it never skips) and says why.
+test: $(STAMP) host-tools
+	$(BIN)/testbed doctor
+	$(BIN)/pytest tests
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) host-tools
+	$(BIN)/testbed doctor
+	$(BIN)/pytest tests/integration
+
+bench: $(STAMP) host-tools
+	$(BIN)/python scripts/bench.py
+
+down: $(STAMP)
+	$(BIN)/testbed down --all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
