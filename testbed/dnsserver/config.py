@@ -15,6 +15,7 @@ from dnslib import QTYPE, RR
 
 from .errors import ConfigError, Problem, join
 from .names import is_subdomain, name_problem, normalise
+from .rules import Rule, parse_rules
 from .zones import Zone
 
 DEFAULT_TTL = 60
@@ -38,7 +39,7 @@ class Config:
     listen: list[str]
     port: int
     zones: list[Zone]
-    rules: list[Any] = field(default_factory=list)   # raw rule dicts, parsed by rules.py
+    rules: list[Rule] = field(default_factory=list)   # initial rules (changeable at run time)
 
 
 def load_config(path: str) -> Config:
@@ -61,10 +62,8 @@ def parse_config(raw: Any, source: str = "") -> Config:
     listen = _parse_listen(raw.get("listen"), problems)
     port = _parse_int(raw.get("port", 53), "port", 0, 65535, problems)
     zones = _parse_zones(raw.get("zones"), problems)
-    rules = raw.get("rules", [])
-    if not isinstance(rules, list):
-        problems.append(Problem("rules", "must be a list"))
-        rules = []
+    rules, rule_errors = parse_rules(raw.get("rules", []), "rules")
+    problems.extend(rule_errors)
     if problems:
         raise ConfigError(problems, source)
     return Config(listen=listen, port=port, zones=zones, rules=rules)

@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 from .config import Config
-from .engine import Engine, internal_error
+from .engine import Engine, Outcome, internal_error
 from .querylog import QueryLog, wall_clock
+from .rules import RuleBook, RuleError, parse_rules
+from .scheduler import Scheduler
 from .transport import (MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT_S, Peer, Reply, TCPListener,
                         UDPListener, open_socket)
 from .zones import ZoneSet
@@ -26,8 +28,11 @@ class LabDNSServer:
                  tcp_idle_timeout: float = TCP_IDLE_TIMEOUT_S,
                  max_tcp_connections: int = MAX_TCP_CONNECTIONS) -> None:
         self.config = config
-        self.engine = Engine(ZoneSet(config.zones))
+        self.engine = Engine(ZoneSet(config.zones), RuleBook(config.rules))
+        self.log_path = query_log
         self.log = QueryLog(query_log, keep=keep_log)
+        self.scheduler = Scheduler()
+        self._rules_lock = threading.Lock()     # serialises set/add/clear
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self.port = config.port
@@ -51,6 +56,7 @@ class LabDNSServer:
         for listener in listeners:
             listener.stop()
         self.udp, self.tcp = [], []
+        self.scheduler.stop()
         self.log.close()
         self._started = False
 
@@ -112,7 +118,42 @@ class LabDNSServer:
             outcome = self.engine.handle(data, peer)
         except Exception as e:  # a bug must cost one answer, not the listener
             outcome = internal_error(data, e)
+        if outcome.wire is not None and outcome.delay_ms > 0:
+            # Due time counts from receipt, so parsing and lookup time is part
+            # of the delay rather than added to it.
+            self.scheduler.call_at(received + outcome.delay_ms / 1000.0,
+                                   lambda: self._send(outcome, peer, reply, received, wall),
+                                   on_cancel=reply.drop)
+            return
         self._send(outcome, peer, reply, received, wall)
+
+    # -- rules (also reached through the control socket) ---------------------
+    def list_rules(self) -> list[dict[str, Any]]:
+        """Active rules in order, as canonical dicts with ``hits`` (and ``preset``)."""
+        return [r.describe() for r in self.engine.rules.rules]
+
+    def set_rules(self, raw: Any) -> list[RuleError]:
+        """Replace all rules; on any problem change nothing and return the problems."""
+        rules, errors = parse_rules(raw)
+        if errors:
+            return errors
+        with self._rules_lock:
+            self.engine.rules = RuleBook(rules)
+        return []
+
+    def add_rules(self, raw: Any) -> list[RuleError]:
+        """Append rules after the active ones (their counters carry on)."""
+        with self._rules_lock:
+            current = self.engine.rules
+            rules, errors = parse_rules(raw, start=len(current), taken=current.names())
+            if errors:
+                return errors
+            self.engine.rules = RuleBook([*current.rules, *rules])
+        return []
+
+    def clear_rules(self) -> None:
+        with self._rules_lock:
+            self.engine.rules = RuleBook()
 
     def _send(self, outcome: Outcome, peer: Peer, reply: Reply, received: float, wall: float) -> None:
         entry = outcome.entry
