@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -43,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
 
+    # The GIL hand-off interval (default 5 ms) bounds how late the scheduler
+    # thread can wake while a receive thread is busy; 0.25 ms keeps delays
+    # within the accuracy target with hundreds of queries in flight.
+    sys.setswitchinterval(0.00025)
+    # Zones and rules live for the whole run: keep them out of the collector's
+    # full passes so a collection cannot stall a due reply.
+    gc.freeze()
     server = LabDNSServer(config, args.query_log)
     try:
         server.start()

@@ -111,9 +111,8 @@ class LabDNSServer:
             return
 
     # -- per message ----------------------------------------------------------
-    def _on_message(self, data: bytes, peer: Peer, reply: Reply) -> None:
-        received = time.monotonic()
-        wall = time.time()
+    def _on_message(self, data: bytes, peer: Peer, reply: Reply, received: float) -> None:
+        wall = time.time() - (time.monotonic() - received)
         try:
             outcome = self.engine.handle(data, peer)
         except Exception as e:  # a bug must cost one answer, not the listener

@@ -7,9 +7,10 @@ truncated UDP answer), replies sent later from another thread (delays) and
 out of order, an idle timeout and a connection cap so a misbehaving client
 cannot pin threads, and no thread per UDP datagram.
 
-A listener hands every received message to ``on_message(data, peer, reply)``
-on its own thread; the callee answers, now or later from any thread, through
-``reply.send(wire)`` or ``reply.drop()``.
+A listener hands every received message to
+``on_message(data, peer, reply, received)`` on its own thread, where
+``received`` is the monotonic arrival time; the callee answers, now or later
+from any thread, through ``reply.send(wire)`` or ``reply.drop()``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,46 @@ class Reply(Protocol):
     def drop(self) -> None: ...
 
 
-OnMessage = Callable[[bytes, Peer, Reply], None]
+OnMessage = Callable[[bytes, Peer, Reply, float], None]
+
+# Kernel receive timestamps (Linux): a delay then counts from the moment the
+# datagram reached the host, not from when a busy receive thread got to it.
+# Python's socket module does not export the constant; 35 is its value on
+# Linux x86, ARM and most other architectures (setsockopt fails harmlessly
+# elsewhere and arrival falls back to the time the thread read the datagram).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if _SO_TIMESTAMPNS is not None else 0
+
+
+def _wall_minus_monotonic() -> tuple[float, float]:
+    """(time.time() - time.monotonic(), monotonic now), read close together.
+
+    If the thread is switched out between the two clock reads the offset is
+    off by the pause, and a reply would leave early by as much; so read
+    monotonic on both sides and retry when they are far apart.
+    """
+    for _ in range(5):
+        m1 = time.monotonic()
+        wall = time.time()
+        m2 = time.monotonic()
+        if m2 - m1 < 20e-6:
+            break
+    return wall - (m1 + m2) / 2, m2
+
+
+def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
+    """Monotonic arrival time from SCM_TIMESTAMPNS, or now if unavailable."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            # The stamp is wall-clock time; map it onto the monotonic clock.
+            offset, now = _wall_minus_monotonic()
+            t = sec + nsec / 1e9 - offset
+            # A stepped wall clock would give nonsense: only trust a stamp
+            # that lies within the last few seconds.
+            return t if now - 5.0 < t <= now else now
+    return time.monotonic()
 
 
 def make_peer(sockaddr: tuple, transport: str, server: str) -> Peer:
@@ -90,6 +130,11 @@ def open_socket(address: str, port: int, kind: int, dual_stack: bool = False) ->
         sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(128)
+        elif _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            except OSError:
+                pass
         # Non-blocking throughout: waits are done with poll() by the owning
         # thread, so a send from the scheduler thread can never block on it.
         sock.setblocking(False)
@@ -140,7 +185,12 @@ class UDPListener:
             try:
                 if not wait_fd(self.sock, select.POLLIN, POLL_S):
                     continue
-                data, addr = self.sock.recvfrom(65535)
+                if _ANC_SIZE:
+                    data, anc, _flags, addr = self.sock.recvmsg(65535, _ANC_SIZE)
+                    received = _arrival(anc)
+                else:
+                    data, addr = self.sock.recvfrom(65535)
+                    received = time.monotonic()
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -149,7 +199,8 @@ class UDPListener:
                 _warn(f"udp recv on {self.address}: {e}")   # e.g. ICMP-induced ECONNREFUSED
                 continue
             try:
-                self.on_message(data, make_peer(addr, "udp", self.address), _UDPReply(self.sock, addr))
+                self.on_message(data, make_peer(addr, "udp", self.address),
+                                _UDPReply(self.sock, addr), received)
             except Exception as e:  # never let one packet kill the listener
                 _warn(f"udp handler error from {addr[0]}: {type(e).__name__}: {e}")
 
@@ -214,7 +265,7 @@ class _TCPConnection:
                 if data is None:
                     self.listener.on_error(self.peer, f"tcp message truncated (wanted {length} bytes)")
                     break
-                self.listener.on_message(data, self.peer, self.reply())
+                self.listener.on_message(data, self.peer, self.reply(), time.monotonic())
             # Let delayed replies for this connection go out before closing.
             with self._cond:
                 self._cond.wait_for(lambda: self._pending <= 0 or self._dead, TCP_DRAIN_S)
