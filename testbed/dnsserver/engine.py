@@ -70,6 +70,12 @@ class Engine:
             entry["error"] = f"expected 1 question, got {len(request.questions)}"
             return self._header_only(msg_id, opcode, flags, RCODE.FORMERR, entry)
         q = request.q
+        labels = q.qname.label
+        if any(len(x) > 63 for x in labels) or sum(len(x) + 1 for x in labels) + 1 > 255:
+            # dnslib parses these, but they are illegal (RFC 1035 §2.3.4)
+            # and would fail when packed into the reply.
+            entry["error"] = "query name has a label over 63 or a name over 255 octets"
+            return self._header_only(msg_id, opcode, flags, RCODE.FORMERR, entry)
         name = str(q.qname).lower()
         qtype = QTYPE[q.qtype]
         entry.update(name=name, type=qtype)

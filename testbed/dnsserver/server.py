@@ -33,6 +33,8 @@ class LabDNSServer:
         self.log = QueryLog(query_log, keep=keep_log)
         self.scheduler = Scheduler()
         self._rules_lock = threading.Lock()     # serialises set/add/clear
+        self._count_lock = threading.Lock()
+        self.messages = 0                       # messages received, all transports
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self.port = config.port
@@ -112,6 +114,8 @@ class LabDNSServer:
 
     # -- per message ----------------------------------------------------------
     def _on_message(self, data: bytes, peer: Peer, reply: Reply, received: float) -> None:
+        with self._count_lock:
+            self.messages += 1
         wall = time.time() - (time.monotonic() - received)
         try:
             outcome = self.engine.handle(data, peer)

@@ -215,6 +215,7 @@ class _TCPConnection:
         self._cond = threading.Condition()
         self._pending = 0
         self._dead = False
+        self.last_active = time.monotonic()     # last complete message received
 
     # -- reply side (any thread) --------------------------------------------
     def reply(self) -> "_TCPReply":
@@ -247,6 +248,19 @@ class _TCPConnection:
                 self._shutdown()
                 raise
 
+    def evict(self) -> bool:
+        """Close this connection to make room, unless replies are still due on it."""
+        with self._cond:
+            if self._pending > 0 or self._dead:
+                return False
+            self._dead = True
+        self._shutdown()
+        return True
+
+    @property
+    def dead(self) -> bool:
+        return self._dead
+
     def _shutdown(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -265,7 +279,8 @@ class _TCPConnection:
                 if data is None:
                     self.listener.on_error(self.peer, f"tcp message truncated (wanted {length} bytes)")
                     break
-                self.listener.on_message(data, self.peer, self.reply(), time.monotonic())
+                self.last_active = time.monotonic()
+                self.listener.on_message(data, self.peer, self.reply(), self.last_active)
             # Let delayed replies for this connection go out before closing.
             with self._cond:
                 self._cond.wait_for(lambda: self._pending <= 0 or self._dead, TCP_DRAIN_S)
@@ -382,14 +397,36 @@ class TCPListener:
                 time.sleep(0.05)
                 continue
             conn = _TCPConnection(sock, addr, self)
-            with self._lock:
-                full = len(self._conns) >= self.max_connections
-                if not full:
-                    self._conns.add(conn)
-            if full:
-                # Refuse rather than queue: a flood of idle connections must
-                # not grow the thread count without bound.
-                self.on_error(conn.peer, f"too many tcp connections (max {self.max_connections}); closed")
+            victim, admitted = self._admit(conn)
+            if victim is not None:
+                self.on_error(victim.peer, f"idle tcp connection closed to make room "
+                                           f"(max {self.max_connections})")
+            if not admitted:
+                self.on_error(conn.peer, f"too many busy tcp connections "
+                                         f"(max {self.max_connections}); closed")
                 sock.close()
                 continue
             threading.Thread(target=conn.run, name="dns-tcp-conn", daemon=True).start()
+
+    def _admit(self, conn: _TCPConnection) -> tuple[_TCPConnection | None, bool]:
+        """Make room for a new connection: evict the longest-idle one if at the cap.
+
+        Refusing newcomers instead would let a client holding idle
+        connections lock everybody out of TCP (and so out of truncation
+        fallback). Evicted connections' threads exit within POLL_S; counting
+        them until then keeps the thread count under 2 x max_connections.
+        """
+        with self._lock:
+            live = [c for c in self._conns if not c.dead]
+            victim = None
+            if len(live) >= self.max_connections:
+                for cand in sorted(live, key=lambda c: c.last_active):
+                    if cand.evict():
+                        victim = cand
+                        break
+                if victim is None:
+                    return None, False
+            if len(self._conns) >= 2 * self.max_connections:
+                return victim, False
+            self._conns.add(conn)
+            return victim, True
