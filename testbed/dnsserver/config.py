@@ -132,8 +132,8 @@ def _parse_zone(raw: Any, path: str, problems: list[Problem]) -> Zone | None:
     before = len(problems)
     origin_raw = raw.get("origin")
     err = name_problem(origin_raw)
-    if err:
-        problems.append(Problem(join(path, "origin"), err))
+    if err or not isinstance(origin_raw, str):
+        problems.append(Problem(join(path, "origin"), err or "must be a string"))
         return None
     origin = normalise(origin_raw)
     ttl = _parse_int(raw.get("ttl", DEFAULT_TTL), join(path, "ttl"), 0, 2**31 - 1, problems)
@@ -191,7 +191,7 @@ def _parse_record(raw: Any, origin: str, zone_ttl: int, path: str,
     err = name_problem(name)
     if err:
         problems.append(Problem(join(path, "name"), err))
-    elif not is_subdomain(normalise(name), origin):
+    elif isinstance(name, str) and not is_subdomain(normalise(name), origin):
         problems.append(Problem(join(path, "name"), f"{name} is outside the zone {origin}"))
     rtype = raw.get("type")
     if not isinstance(rtype, str) or rtype.upper() not in RDATA_TOKENS:

@@ -72,7 +72,7 @@ def load_rules_text(text: str, source: str) -> Any:
         data = json.loads(text)
     except ValueError as json_err:
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError:
             raise ValueError(f"{source}: not valid JSON: {json_err}") from None
         try:

@@ -13,8 +13,15 @@ from .engine import Engine, Outcome, internal_error
 from .querylog import QueryLog, wall_clock
 from .rules import RuleBook, RuleError, parse_rules
 from .scheduler import Scheduler
-from .transport import (MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT_S, Peer, Reply, TCPListener,
-                        UDPListener, open_socket)
+from .transport import (
+    MAX_TCP_CONNECTIONS,
+    TCP_IDLE_TIMEOUT_S,
+    Peer,
+    Reply,
+    TCPListener,
+    UDPListener,
+    open_socket,
+)
 from .zones import ZoneSet
 
 
@@ -43,16 +50,19 @@ class LabDNSServer:
         self._started = False
 
     # -- lifecycle ----------------------------------------------------------
+    def _listeners(self) -> list[UDPListener | TCPListener]:
+        return [*self.udp, *self.tcp]
+
     def start(self) -> "LabDNSServer":
         """Bind every socket (or none: raises BindError) and start serving."""
         self._bind_all()
-        for listener in [*self.udp, *self.tcp]:
+        for listener in self._listeners():
             listener.start()
         self._started = True
         return self
 
     def stop(self) -> None:
-        listeners = [*self.udp, *self.tcp]
+        listeners = self._listeners()
         for listener in listeners:      # signal all first: the joins then overlap
             listener.signal_stop()
         for listener in listeners:
@@ -82,7 +92,7 @@ class LabDNSServer:
         attempts = 20 if self.config.port == 0 else 1
         for attempt in range(attempts):
             port = self.config.port
-            socks: list[tuple[str, int, socket.socket]] = []
+            socks: list[tuple[str, socket.SocketKind, socket.socket]] = []
             try:
                 for addr in listen:
                     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
@@ -175,7 +185,7 @@ class LabDNSServer:
 
     def _on_error(self, peer: Peer, message: str) -> None:
         now = time.monotonic()
-        entry = {"id": None, "name": None, "type": None, "rcode": None, "answers": [],
+        entry: dict[str, Any] = {"id": None, "name": None, "type": None, "rcode": None, "answers": [],
                  "rule": None, "error": message}
         self.log.write(self._log_line(peer, now, time.time(), entry, None))
 

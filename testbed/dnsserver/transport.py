@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 # Long enough for any client to send its next pipelined query, short enough
 # that idle connections do not pile up during a scenario.
@@ -94,7 +94,7 @@ def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
     return time.monotonic()
 
 
-def make_peer(sockaddr: tuple, transport: str, server: str) -> Peer:
+def make_peer(sockaddr: tuple[Any, ...], transport: str, server: str) -> Peer:
     host = str(sockaddr[0]).split("%", 1)[0]
     family = "ipv6" if ":" in host else "ipv4"
     try:
@@ -147,7 +147,7 @@ def open_socket(address: str, port: int, kind: int, dual_stack: bool = False) ->
 class _UDPReply:
     __slots__ = ("_sock", "_addr")
 
-    def __init__(self, sock: socket.socket, addr: tuple) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...]) -> None:
         self._sock, self._addr = sock, addr
 
     def send(self, wire: bytes) -> None:
@@ -208,7 +208,7 @@ class UDPListener:
 class _TCPConnection:
     """One client connection: reads length-prefixed messages, sends replies in any order."""
 
-    def __init__(self, sock: socket.socket, addr: tuple, listener: "TCPListener") -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...], listener: "TCPListener") -> None:
         self.sock, self.addr, self.listener = sock, addr, listener
         self.peer = make_peer(addr, "tcp", listener.address)
         self._lock = threading.Lock()          # one writer at a time on the stream

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from dnsserver_support import config_dict, query, rcode
+
 from testbed.dnsserver import ctl
 from testbed.dnsserver.config import parse_config
 from testbed.dnsserver.control import ControlServer

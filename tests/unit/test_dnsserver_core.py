@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 from dnslib import QTYPE, DNSRecord
-
 from dnsserver_support import answers, config_dict, query, raw_udp, rcode, read_log
+
 from testbed.dnsserver.config import load_config, parse_config
 from testbed.dnsserver.errors import ConfigError
 from testbed.dnsserver.server import LabDNSServer

@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 import pytest
 from dnslib import EDNS0, DNSRecord
-
 from dnsserver_support import answers, config_dict, query, rcode, read_log
+
 from testbed.dnsserver.config import parse_config
 from testbed.dnsserver.server import LabDNSServer
 

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 from dnslib import QTYPE, DNSRecord
-
 from dnsserver_support import answers, config_dict, query, rcode, read_log
+
 from testbed.dnsserver.config import parse_config
 from testbed.dnsserver.errors import ConfigError
 from testbed.dnsserver.presets import PRESETS
