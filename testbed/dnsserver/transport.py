@@ -113,6 +113,18 @@ def wait_fd(sock: socket.socket, events: int, timeout: float) -> bool:
     return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
+def _wake(sock: socket.socket) -> None:
+    """Wake a thread polling this socket so it sees the stop flag at once.
+
+    On Linux, shutdown() wakes pollers even on an unconnected UDP socket
+    (it still reports ENOTCONN); elsewhere the poll timeout does it.
+    """
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def _warn(msg: str) -> None:
     print(f"testbed-dns: {msg}", file=sys.stderr, flush=True)
 
@@ -174,6 +186,7 @@ class UDPListener:
 
     def signal_stop(self) -> None:
         self._stop.set()
+        _wake(self.sock)
 
     def stop(self) -> None:
         self._stop.set()
@@ -198,6 +211,8 @@ class UDPListener:
                     return
                 _warn(f"udp recv on {self.address}: {e}")   # e.g. ICMP-induced ECONNREFUSED
                 continue
+            if self._stop.is_set() or addr is None:     # woken by shutdown() in signal_stop
+                return
             try:
                 self.on_message(data, make_peer(addr, "udp", self.address),
                                 _UDPReply(self.sock, addr), received)
@@ -365,6 +380,7 @@ class TCPListener:
 
     def signal_stop(self) -> None:
         self.stopping.set()
+        _wake(self.sock)
 
     def stop(self) -> None:
         self.stopping.set()
