@@ -194,9 +194,13 @@ def _parse_record(raw: Any, origin: str, zone_ttl: int, path: str,
     elif isinstance(name, str) and not is_subdomain(normalise(name), origin):
         problems.append(Problem(join(path, "name"), f"{name} is outside the zone {origin}"))
     rtype = raw.get("type")
-    if not isinstance(rtype, str) or rtype.upper() not in RDATA_TOKENS:
+    if isinstance(rtype, str) and rtype.upper() == "SOA":
+        # A second SOA at the apex would be served next to the zone's own.
         problems.append(Problem(join(path, "type"),
-                                f"{rtype!r} is not supported (use one of {', '.join(RDATA_TOKENS)})"))
+                                "SOA records come from the zone's soa object, not from records"))
+    elif not isinstance(rtype, str) or rtype.upper() not in RDATA_TOKENS:
+        allowed = ", ".join(t for t in RDATA_TOKENS if t != "SOA")
+        problems.append(Problem(join(path, "type"), f"{rtype!r} is not supported (use one of {allowed})"))
     ttl = _parse_int(raw.get("ttl", zone_ttl), join(path, "ttl"), 0, 2**31 - 1, problems)
     data = raw.get("data")
     if not isinstance(data, str) or not data.strip():

@@ -225,6 +225,17 @@ def test_config_shape_errors(raw: object, path: str) -> None:
     assert any(p.startswith(path) for p in probs), probs
 
 
+def test_soa_and_wildcard_records_rejected() -> None:
+    cfg = config_dict()
+    cfg["zones"][0]["records"] += [
+        {"name": "brainbird.nl.", "type": "SOA", "data": "a. b. 1 2 3 4 5"},
+        {"name": "*.brainbird.nl.", "type": "A", "data": "198.18.1.99"},
+    ]
+    probs = _problems(cfg)
+    assert any(p.startswith("zones[0].records[13].type: SOA records come from") for p in probs), probs
+    assert any(p.startswith("zones[0].records[14].name:") for p in probs), probs
+
+
 def test_cname_conflict_and_duplicates() -> None:
     cfg = config_dict()
     cfg["zones"][0]["records"] += [
