@@ -15,6 +15,7 @@ from dnslib import QTYPE, RR
 
 from .errors import ConfigError, Problem, join
 from .names import is_subdomain, name_problem, normalise
+from .rules import Rule, parse_rules
 from .zones import Zone
 
 DEFAULT_TTL = 60
@@ -38,7 +39,7 @@ class Config:
     listen: list[str]
     port: int
     zones: list[Zone]
-    rules: list[Any] = field(default_factory=list)   # raw rule dicts, parsed by rules.py
+    rules: list[Rule] = field(default_factory=list)   # initial rules (changeable at run time)
 
 
 def load_config(path: str) -> Config:
@@ -61,10 +62,8 @@ def parse_config(raw: Any, source: str = "") -> Config:
     listen = _parse_listen(raw.get("listen"), problems)
     port = _parse_int(raw.get("port", 53), "port", 0, 65535, problems)
     zones = _parse_zones(raw.get("zones"), problems)
-    rules = raw.get("rules", [])
-    if not isinstance(rules, list):
-        problems.append(Problem("rules", "must be a list"))
-        rules = []
+    rules, rule_errors = parse_rules(raw.get("rules", []), "rules")
+    problems.extend(rule_errors)
     if problems:
         raise ConfigError(problems, source)
     return Config(listen=listen, port=port, zones=zones, rules=rules)
@@ -133,8 +132,8 @@ def _parse_zone(raw: Any, path: str, problems: list[Problem]) -> Zone | None:
     before = len(problems)
     origin_raw = raw.get("origin")
     err = name_problem(origin_raw)
-    if err:
-        problems.append(Problem(join(path, "origin"), err))
+    if err or not isinstance(origin_raw, str):
+        problems.append(Problem(join(path, "origin"), err or "must be a string"))
         return None
     origin = normalise(origin_raw)
     ttl = _parse_int(raw.get("ttl", DEFAULT_TTL), join(path, "ttl"), 0, 2**31 - 1, problems)
@@ -192,12 +191,16 @@ def _parse_record(raw: Any, origin: str, zone_ttl: int, path: str,
     err = name_problem(name)
     if err:
         problems.append(Problem(join(path, "name"), err))
-    elif not is_subdomain(normalise(name), origin):
+    elif isinstance(name, str) and not is_subdomain(normalise(name), origin):
         problems.append(Problem(join(path, "name"), f"{name} is outside the zone {origin}"))
     rtype = raw.get("type")
-    if not isinstance(rtype, str) or rtype.upper() not in RDATA_TOKENS:
+    if isinstance(rtype, str) and rtype.upper() == "SOA":
+        # A second SOA at the apex would be served next to the zone's own.
         problems.append(Problem(join(path, "type"),
-                                f"{rtype!r} is not supported (use one of {', '.join(RDATA_TOKENS)})"))
+                                "SOA records come from the zone's soa object, not from records"))
+    elif not isinstance(rtype, str) or rtype.upper() not in RDATA_TOKENS:
+        allowed = ", ".join(t for t in RDATA_TOKENS if t != "SOA")
+        problems.append(Problem(join(path, "type"), f"{rtype!r} is not supported (use one of {allowed})"))
     ttl = _parse_int(raw.get("ttl", zone_ttl), join(path, "ttl"), 0, 2**31 - 1, problems)
     data = raw.get("data")
     if not isinstance(data, str) or not data.strip():

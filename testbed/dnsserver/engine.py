@@ -13,6 +13,7 @@ from typing import Any
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
 
+from .rules import Action, Query, Rule, RuleBook
 from .transport import Peer
 from .zones import Lookup, ZoneSet
 
@@ -37,18 +38,12 @@ class Outcome:
     entry: dict[str, Any] = field(default_factory=dict)   # query-log fields
 
 
-@dataclass
-class Question:
-    """The facts rules match on, extracted once per query."""
-
-    name: str              # lower-case, absolute
-    qtype: str             # "AAAA", "TYPE65280", ...
-    peer: Peer
-
-
 class Engine:
-    def __init__(self, zones: ZoneSet) -> None:
+    def __init__(self, zones: ZoneSet, rules: RuleBook | None = None) -> None:
         self.zones = zones
+        # Replaced whole (never mutated) when rules change: a reference swap is
+        # atomic, so a query sees either the old or the new list, never a mix.
+        self.rules = rules or RuleBook()
 
     def handle(self, data: bytes, peer: Peer) -> Outcome:
         entry: dict[str, Any] = {"id": None, "name": None, "type": None, "rcode": None,
@@ -75,6 +70,12 @@ class Engine:
             entry["error"] = f"expected 1 question, got {len(request.questions)}"
             return self._header_only(msg_id, opcode, flags, RCODE.FORMERR, entry)
         q = request.q
+        labels = q.qname.label
+        if any(len(x) > 63 for x in labels) or sum(len(x) + 1 for x in labels) + 1 > 255:
+            # dnslib parses these, but they are illegal (RFC 1035 §2.3.4)
+            # and would fail when packed into the reply.
+            entry["error"] = "query name has a label over 63 or a name over 255 octets"
+            return self._header_only(msg_id, opcode, flags, RCODE.FORMERR, entry)
         name = str(q.qname).lower()
         qtype = QTYPE[q.qtype]
         entry.update(name=name, type=qtype)
@@ -84,9 +85,49 @@ class Engine:
             reply.header.aa = 0
             reply.header.rcode = RCODE.REFUSED
             return self._finish(request, reply, peer, entry)
-        result = self.zones.lookup(name, q.qtype)
-        self._fill(reply, result)
-        return self._finish(request, reply, peer, entry)
+        rule = self.rules.decide(Query(name, qtype, peer.client, peer.family, peer.transport))
+        if rule is None:
+            self._fill(reply, self.zones.lookup(name, q.qtype))
+            return self._finish(request, reply, peer, entry)
+        action = rule.action
+        entry["rule"] = rule.name
+        if action.drop:
+            entry["dropped"] = True
+            return Outcome(None, entry=entry)
+        if action.delay_ms:
+            entry["requested_delay_ms"] = action.delay_ms
+        if action.rcode:
+            self._forced_rcode(reply, name, action.rcode)
+        else:
+            self._fill(reply, self._shape(self.zones.lookup(name, q.qtype), rule, action, name, qtype))
+        return self._finish(request, reply, peer, entry, action.truncate, action.delay_ms)
+
+    def _forced_rcode(self, reply: DNSRecord, name: str, rcode: str) -> None:
+        zone = self.zones.find(name)
+        if rcode in ("NODATA", "NXDOMAIN"):
+            # Shaped like a real negative answer: SOA in authority if we are
+            # authoritative for the name, so resolvers cache and trust it.
+            reply.header.rcode = RCODE.NOERROR if rcode == "NODATA" else RCODE.NXDOMAIN
+            if zone is not None:
+                reply.add_auth(zone.negative_soa())
+            else:
+                reply.header.aa = 0
+        else:
+            reply.header.rcode = getattr(RCODE, rcode)
+            reply.header.aa = 0
+
+    @staticmethod
+    def _shape(result: Lookup, rule: Rule, action: Action, name: str, qtype: str) -> Lookup:
+        answers = list(result.answers)
+        start = result.final_rrset_start
+        if action.order == "rotate" and len(answers) - start > 1:
+            final = answers[start:]
+            k = rule.next_rotation(name, qtype) % len(final)
+            answers[start:] = final[k:] + final[:k]
+        if action.ttl is not None:
+            # Copies: the zone's RR objects are shared by every thread.
+            answers = [RR(rr.rname, rr.rtype, rr.rclass, action.ttl, rr.rdata) for rr in answers]
+        return Lookup(result.rcode, answers, result.authority, result.zone)
 
     @staticmethod
     def _fill(reply: DNSRecord, result: Lookup) -> None:

@@ -9,10 +9,19 @@ import time
 from typing import Any
 
 from .config import Config
-from .engine import Engine, internal_error
+from .engine import Engine, Outcome, internal_error
 from .querylog import QueryLog, wall_clock
-from .transport import (MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT_S, Peer, Reply, TCPListener,
-                        UDPListener, open_socket)
+from .rules import RuleBook, RuleError, parse_rules
+from .scheduler import Scheduler
+from .transport import (
+    MAX_TCP_CONNECTIONS,
+    TCP_IDLE_TIMEOUT_S,
+    Peer,
+    Reply,
+    TCPListener,
+    UDPListener,
+    open_socket,
+)
 from .zones import ZoneSet
 
 
@@ -26,8 +35,13 @@ class LabDNSServer:
                  tcp_idle_timeout: float = TCP_IDLE_TIMEOUT_S,
                  max_tcp_connections: int = MAX_TCP_CONNECTIONS) -> None:
         self.config = config
-        self.engine = Engine(ZoneSet(config.zones))
+        self.engine = Engine(ZoneSet(config.zones), RuleBook(config.rules))
+        self.log_path = query_log
         self.log = QueryLog(query_log, keep=keep_log)
+        self.scheduler = Scheduler()
+        self._rules_lock = threading.Lock()     # serialises set/add/clear
+        self._count_lock = threading.Lock()
+        self.messages = 0                       # messages received, all transports
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self.port = config.port
@@ -36,21 +50,25 @@ class LabDNSServer:
         self._started = False
 
     # -- lifecycle ----------------------------------------------------------
+    def _listeners(self) -> list[UDPListener | TCPListener]:
+        return [*self.udp, *self.tcp]
+
     def start(self) -> "LabDNSServer":
         """Bind every socket (or none: raises BindError) and start serving."""
         self._bind_all()
-        for listener in [*self.udp, *self.tcp]:
+        for listener in self._listeners():
             listener.start()
         self._started = True
         return self
 
     def stop(self) -> None:
-        listeners = [*self.udp, *self.tcp]
+        listeners = self._listeners()
         for listener in listeners:      # signal all first: the joins then overlap
             listener.signal_stop()
         for listener in listeners:
             listener.stop()
         self.udp, self.tcp = [], []
+        self.scheduler.stop()
         self.log.close()
         self._started = False
 
@@ -74,7 +92,7 @@ class LabDNSServer:
         attempts = 20 if self.config.port == 0 else 1
         for attempt in range(attempts):
             port = self.config.port
-            socks: list[tuple[str, int, socket.socket]] = []
+            socks: list[tuple[str, socket.SocketKind, socket.socket]] = []
             try:
                 for addr in listen:
                     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
@@ -105,14 +123,50 @@ class LabDNSServer:
             return
 
     # -- per message ----------------------------------------------------------
-    def _on_message(self, data: bytes, peer: Peer, reply: Reply) -> None:
-        received = time.monotonic()
-        wall = time.time()
+    def _on_message(self, data: bytes, peer: Peer, reply: Reply, received: float) -> None:
+        with self._count_lock:
+            self.messages += 1
+        wall = time.time() - (time.monotonic() - received)
         try:
             outcome = self.engine.handle(data, peer)
         except Exception as e:  # a bug must cost one answer, not the listener
             outcome = internal_error(data, e)
+        if outcome.wire is not None and outcome.delay_ms > 0:
+            # Due time counts from receipt, so parsing and lookup time is part
+            # of the delay rather than added to it.
+            self.scheduler.call_at(received + outcome.delay_ms / 1000.0,
+                                   lambda: self._send(outcome, peer, reply, received, wall),
+                                   on_cancel=reply.drop)
+            return
         self._send(outcome, peer, reply, received, wall)
+
+    # -- rules (also reached through the control socket) ---------------------
+    def list_rules(self) -> list[dict[str, Any]]:
+        """Active rules in order, as canonical dicts with ``hits`` (and ``preset``)."""
+        return [r.describe() for r in self.engine.rules.rules]
+
+    def set_rules(self, raw: Any) -> list[RuleError]:
+        """Replace all rules; on any problem change nothing and return the problems."""
+        rules, errors = parse_rules(raw)
+        if errors:
+            return errors
+        with self._rules_lock:
+            self.engine.rules = RuleBook(rules)
+        return []
+
+    def add_rules(self, raw: Any) -> list[RuleError]:
+        """Append rules after the active ones (their counters carry on)."""
+        with self._rules_lock:
+            current = self.engine.rules
+            rules, errors = parse_rules(raw, start=len(current), taken=current.names())
+            if errors:
+                return errors
+            self.engine.rules = RuleBook([*current.rules, *rules])
+        return []
+
+    def clear_rules(self) -> None:
+        with self._rules_lock:
+            self.engine.rules = RuleBook()
 
     def _send(self, outcome: Outcome, peer: Peer, reply: Reply, received: float, wall: float) -> None:
         entry = outcome.entry
@@ -131,7 +185,7 @@ class LabDNSServer:
 
     def _on_error(self, peer: Peer, message: str) -> None:
         now = time.monotonic()
-        entry = {"id": None, "name": None, "type": None, "rcode": None, "answers": [],
+        entry: dict[str, Any] = {"id": None, "name": None, "type": None, "rcode": None, "answers": [],
                  "rule": None, "error": message}
         self.log.write(self._log_line(peer, now, time.time(), entry, None))
 

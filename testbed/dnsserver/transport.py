@@ -7,9 +7,10 @@ truncated UDP answer), replies sent later from another thread (delays) and
 out of order, an idle timeout and a connection cap so a misbehaving client
 cannot pin threads, and no thread per UDP datagram.
 
-A listener hands every received message to ``on_message(data, peer, reply)``
-on its own thread; the callee answers, now or later from any thread, through
-``reply.send(wire)`` or ``reply.drop()``.
+A listener hands every received message to
+``on_message(data, peer, reply, received)`` on its own thread, where
+``received`` is the monotonic arrival time; the callee answers, now or later
+from any thread, through ``reply.send(wire)`` or ``reply.drop()``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 # Long enough for any client to send its next pipelined query, short enough
 # that idle connections do not pile up during a scenario.
@@ -51,10 +52,49 @@ class Reply(Protocol):
     def drop(self) -> None: ...
 
 
-OnMessage = Callable[[bytes, Peer, Reply], None]
+OnMessage = Callable[[bytes, Peer, Reply, float], None]
+
+# Kernel receive timestamps (Linux): a delay then counts from the moment the
+# datagram reached the host, not from when a busy receive thread got to it.
+# Python's socket module does not export the constant; 35 is its value on
+# Linux x86, ARM and most other architectures (setsockopt fails harmlessly
+# elsewhere and arrival falls back to the time the thread read the datagram).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if _SO_TIMESTAMPNS is not None else 0
 
 
-def make_peer(sockaddr: tuple, transport: str, server: str) -> Peer:
+def _wall_minus_monotonic() -> tuple[float, float]:
+    """(time.time() - time.monotonic(), monotonic now), read close together.
+
+    If the thread is switched out between the two clock reads the offset is
+    off by the pause, and a reply would leave early by as much; so read
+    monotonic on both sides and retry when they are far apart.
+    """
+    for _ in range(5):
+        m1 = time.monotonic()
+        wall = time.time()
+        m2 = time.monotonic()
+        if m2 - m1 < 20e-6:
+            break
+    return wall - (m1 + m2) / 2, m2
+
+
+def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
+    """Monotonic arrival time from SCM_TIMESTAMPNS, or now if unavailable."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            # The stamp is wall-clock time; map it onto the monotonic clock.
+            offset, now = _wall_minus_monotonic()
+            t = sec + nsec / 1e9 - offset
+            # A stepped wall clock would give nonsense: only trust a stamp
+            # that lies within the last few seconds.
+            return t if now - 5.0 < t <= now else now
+    return time.monotonic()
+
+
+def make_peer(sockaddr: tuple[Any, ...], transport: str, server: str) -> Peer:
     host = str(sockaddr[0]).split("%", 1)[0]
     family = "ipv6" if ":" in host else "ipv4"
     try:
@@ -71,6 +111,18 @@ def wait_fd(sock: socket.socket, events: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(sock, events | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+def _wake(sock: socket.socket) -> None:
+    """Wake a thread polling this socket so it sees the stop flag at once.
+
+    On Linux, shutdown() wakes pollers even on an unconnected UDP socket
+    (it still reports ENOTCONN); elsewhere the poll timeout does it.
+    """
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _warn(msg: str) -> None:
@@ -90,6 +142,11 @@ def open_socket(address: str, port: int, kind: int, dual_stack: bool = False) ->
         sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(128)
+        elif _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            except OSError:
+                pass
         # Non-blocking throughout: waits are done with poll() by the owning
         # thread, so a send from the scheduler thread can never block on it.
         sock.setblocking(False)
@@ -102,7 +159,7 @@ def open_socket(address: str, port: int, kind: int, dual_stack: bool = False) ->
 class _UDPReply:
     __slots__ = ("_sock", "_addr")
 
-    def __init__(self, sock: socket.socket, addr: tuple) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...]) -> None:
         self._sock, self._addr = sock, addr
 
     def send(self, wire: bytes) -> None:
@@ -129,6 +186,7 @@ class UDPListener:
 
     def signal_stop(self) -> None:
         self._stop.set()
+        _wake(self.sock)
 
     def stop(self) -> None:
         self._stop.set()
@@ -140,7 +198,12 @@ class UDPListener:
             try:
                 if not wait_fd(self.sock, select.POLLIN, POLL_S):
                     continue
-                data, addr = self.sock.recvfrom(65535)
+                if _ANC_SIZE:
+                    data, anc, _flags, addr = self.sock.recvmsg(65535, _ANC_SIZE)
+                    received = _arrival(anc)
+                else:
+                    data, addr = self.sock.recvfrom(65535)
+                    received = time.monotonic()
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -148,8 +211,11 @@ class UDPListener:
                     return
                 _warn(f"udp recv on {self.address}: {e}")   # e.g. ICMP-induced ECONNREFUSED
                 continue
+            if self._stop.is_set() or addr is None:     # woken by shutdown() in signal_stop
+                return
             try:
-                self.on_message(data, make_peer(addr, "udp", self.address), _UDPReply(self.sock, addr))
+                self.on_message(data, make_peer(addr, "udp", self.address),
+                                _UDPReply(self.sock, addr), received)
             except Exception as e:  # never let one packet kill the listener
                 _warn(f"udp handler error from {addr[0]}: {type(e).__name__}: {e}")
 
@@ -157,13 +223,14 @@ class UDPListener:
 class _TCPConnection:
     """One client connection: reads length-prefixed messages, sends replies in any order."""
 
-    def __init__(self, sock: socket.socket, addr: tuple, listener: "TCPListener") -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...], listener: "TCPListener") -> None:
         self.sock, self.addr, self.listener = sock, addr, listener
         self.peer = make_peer(addr, "tcp", listener.address)
         self._lock = threading.Lock()          # one writer at a time on the stream
         self._cond = threading.Condition()
         self._pending = 0
         self._dead = False
+        self.last_active = time.monotonic()     # last complete message received
 
     # -- reply side (any thread) --------------------------------------------
     def reply(self) -> "_TCPReply":
@@ -196,6 +263,19 @@ class _TCPConnection:
                 self._shutdown()
                 raise
 
+    def evict(self) -> bool:
+        """Close this connection to make room, unless replies are still due on it."""
+        with self._cond:
+            if self._pending > 0 or self._dead:
+                return False
+            self._dead = True
+        self._shutdown()
+        return True
+
+    @property
+    def dead(self) -> bool:
+        return self._dead
+
     def _shutdown(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -214,7 +294,8 @@ class _TCPConnection:
                 if data is None:
                     self.listener.on_error(self.peer, f"tcp message truncated (wanted {length} bytes)")
                     break
-                self.listener.on_message(data, self.peer, self.reply())
+                self.last_active = time.monotonic()
+                self.listener.on_message(data, self.peer, self.reply(), self.last_active)
             # Let delayed replies for this connection go out before closing.
             with self._cond:
                 self._cond.wait_for(lambda: self._pending <= 0 or self._dead, TCP_DRAIN_S)
@@ -299,6 +380,7 @@ class TCPListener:
 
     def signal_stop(self) -> None:
         self.stopping.set()
+        _wake(self.sock)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -331,14 +413,36 @@ class TCPListener:
                 time.sleep(0.05)
                 continue
             conn = _TCPConnection(sock, addr, self)
-            with self._lock:
-                full = len(self._conns) >= self.max_connections
-                if not full:
-                    self._conns.add(conn)
-            if full:
-                # Refuse rather than queue: a flood of idle connections must
-                # not grow the thread count without bound.
-                self.on_error(conn.peer, f"too many tcp connections (max {self.max_connections}); closed")
+            victim, admitted = self._admit(conn)
+            if victim is not None:
+                self.on_error(victim.peer, f"idle tcp connection closed to make room "
+                                           f"(max {self.max_connections})")
+            if not admitted:
+                self.on_error(conn.peer, f"too many busy tcp connections "
+                                         f"(max {self.max_connections}); closed")
                 sock.close()
                 continue
             threading.Thread(target=conn.run, name="dns-tcp-conn", daemon=True).start()
+
+    def _admit(self, conn: _TCPConnection) -> tuple[_TCPConnection | None, bool]:
+        """Make room for a new connection: evict the longest-idle one if at the cap.
+
+        Refusing newcomers instead would let a client holding idle
+        connections lock everybody out of TCP (and so out of truncation
+        fallback). Evicted connections' threads exit within POLL_S; counting
+        them until then keeps the thread count under 2 x max_connections.
+        """
+        with self._lock:
+            live = [c for c in self._conns if not c.dead]
+            victim = None
+            if len(live) >= self.max_connections:
+                for cand in sorted(live, key=lambda c: c.last_active):
+                    if cand.evict():
+                        victim = cand
+                        break
+                if victim is None:
+                    return None, False
+            if len(self._conns) >= 2 * self.max_connections:
+                return victim, False
+            self._conns.add(conn)
+            return victim, True

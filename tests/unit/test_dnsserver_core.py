@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 from dnslib import QTYPE, DNSRecord
-
 from dnsserver_support import answers, config_dict, query, raw_udp, rcode, read_log
+
 from testbed.dnsserver.config import load_config, parse_config
 from testbed.dnsserver.errors import ConfigError
 from testbed.dnsserver.server import LabDNSServer
@@ -223,6 +223,17 @@ def test_config_errors_are_all_reported_with_paths() -> None:
 def test_config_shape_errors(raw: object, path: str) -> None:
     probs = _problems(raw)
     assert any(p.startswith(path) for p in probs), probs
+
+
+def test_soa_and_wildcard_records_rejected() -> None:
+    cfg = config_dict()
+    cfg["zones"][0]["records"] += [
+        {"name": "brainbird.nl.", "type": "SOA", "data": "a. b. 1 2 3 4 5"},
+        {"name": "*.brainbird.nl.", "type": "A", "data": "198.18.1.99"},
+    ]
+    probs = _problems(cfg)
+    assert any(p.startswith("zones[0].records[13].type: SOA records come from") for p in probs), probs
+    assert any(p.startswith("zones[0].records[14].name:") for p in probs), probs
 
 
 def test_cname_conflict_and_duplicates() -> None:
