@@ -38,13 +38,15 @@ SMOKE: dict[str, list[str]] = {
 
 
 def clean(client: docker.DockerClient, order: list[str], suite: str) -> None:
-    """Remove the suite's testbed/* tags, children first so parents become removable."""
+    """Remove every testbed build of the suite (suite tags and cache tags), children first."""
     for name in reversed(order):
-        try:
-            client.images.remove(I.image_tag(name, suite))
-            print(f"removed {I.image_tag(name, suite)}")
-        except docker.errors.ImageNotFound:
-            pass
+        for build in I.builds_of(client, name, suite):
+            for ref in I._image_refs(build):
+                try:
+                    client.api.remove_image(ref)
+                    print(f"removed {ref}")
+                except docker.errors.ImageNotFound:
+                    pass
 
 
 def cold_builds(order: list[str], suite: str, images_dir: Path, verbose: bool) -> dict[str, dict]:

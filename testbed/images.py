@@ -125,6 +125,8 @@ DEBIAN_IMAGE_CHANGES = ('CMD ["/bin/bash"]', "ENV LANG=C.UTF-8")
 # can take minutes without a byte on the socket.
 DOCKER_TIMEOUT = 3600
 LOG_TAIL_LINES = 30
+# Builds kept per image and suite (see cache_tag): enough for two or three checkouts.
+CACHE_KEEP = 3
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _FROM_RE = re.compile(
@@ -908,20 +910,75 @@ def _build_debian(client: docker.DockerClient, suite: str, labels: dict[str, str
 # --------------------------------------------------------------------- public API
 
 
-def _remove_replaced(client: docker.DockerClient, old_id: str) -> None:
-    """Drop the image a rebuild replaced, unless something still uses it (then keep it)."""
-    with contextlib.suppress(docker.errors.APIError):
-        client.api.remove_image(old_id)
+def cache_tag(name: str, suite: str, digest: str) -> str:
+    """``testbed/<name>:<suite>-<hash12>``: keeps each build findable by its inputs.
+
+    Several checkouts (worktrees, CI, a second branch) share one engine and one
+    ``testbed/<name>:<suite>`` tag; without this, each would rebuild over the other's
+    image on every call. With it, switching back is a retag.
+    """
+    return f"{image_tag(name, suite)}-{digest[:12]}"
+
+
+def _retag(client: docker.DockerClient, image_id: str, tag: str) -> None:
+    repo, _, name = tag.rpartition(":")
+    client.api.tag(image_id, repo, name, force=True)
+
+
+def prune_cache(client: docker.DockerClient, name: str, suite: str, keep: int = CACHE_KEEP) -> None:
+    """Remove all but the ``keep`` newest builds of one image and suite.
+
+    Images still used by a container or a child image refuse removal; they stay
+    until a later prune, which is what we want.
+    """
+    current = _inspect(client, image_tag(name, suite))
+    for old in builds_of(client, name, suite)[keep:]:
+        if current and old["Id"] == current["Id"]:
+            continue
+        for ref in _image_refs(old):
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_image(ref)
+
+
+def builds_of(client: docker.DockerClient, name: str, suite: str) -> list[dict[str, Any]]:
+    """Every top-level testbed build of one image and suite, newest first."""
+    filters = {"label": [f"{LABEL_IMAGE}={name}", f"{LABEL_SUITE}={suite}"]}
+    found = client.api.images(filters=filters)
+    return sorted(found, key=lambda i: i.get("Created", 0), reverse=True)
+
+
+def _image_refs(image: Mapping[str, Any]) -> list[str]:
+    """The image's testbed/* tags, or its id when it has none (removing by id with
+    several tags would need force, which would also hit images in use)."""
+    tags = [t for t in image.get("RepoTags") or [] if t.startswith(f"{IMAGE_PREFIX}/")]
+    return tags or [image["Id"]]
+
+
+def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
+                  progress: ProgressCallback) -> str | None:
+    """Point the suite tag at an earlier build with the same inputs, if one exists."""
+    cached = _inspect(client, cache_tag(recipe.name, suite, digest))
+    if _label(cached, LABEL_HASH) != digest:
+        return None
+    assert cached is not None
+    _retag(client, cached["Id"], image_tag(recipe.name, suite))
+    progress(recipe.name, f"{image_tag(recipe.name, suite)} switched to cached build {cached['Id'][7:19]}")
+    return cached["Id"]
 
 
 def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
                 rebuild: bool, progress: ProgressCallback) -> str:
-    """Build one image unless its content-hash label already matches."""
+    """Build one image unless its content-hash label already matches (or a cached build does)."""
     tag = image_tag(recipe.name, suite)
     current = _inspect(client, tag)
-    if current and not rebuild and _label(current, LABEL_HASH) == digest:
-        progress(recipe.name, f"{tag} up to date")
-        return current["Id"]
+    if not rebuild:
+        if _label(current, LABEL_HASH) == digest:
+            assert current is not None
+            progress(recipe.name, f"{tag} up to date")
+            return current["Id"]
+        reused = _reuse_cached(client, recipe, suite, digest, progress)
+        if reused:
+            return reused
     why = "forced rebuild" if rebuild and current else ("inputs changed" if current else "missing")
     progress(recipe.name, f"building {tag} ({why})")
     started = time.monotonic()
@@ -930,9 +987,9 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
         image_id = _build_debian(client, suite, labels, progress)
     else:
         image_id = _build_dockerfile(client, recipe, suite, labels, rebuild, progress)
+    _retag(client, image_id, cache_tag(recipe.name, suite, digest))
     progress(recipe.name, f"built {tag} in {time.monotonic() - started:.1f}s")
-    if current and current["Id"] != image_id:
-        _remove_replaced(client, current["Id"])
+    prune_cache(client, recipe.name, suite)
     return image_id
 
 

@@ -419,28 +419,58 @@ def test_build_lock_is_exclusive_across_processes(tmp_path: Path, monkeypatch: p
 
 
 class FakeAPI:
-    """Just enough of docker's low-level API for ensure_images/image_status."""
+    """Just enough of docker's low-level API (images by id, with tags) for ensure_images."""
 
     def __init__(self) -> None:
-        self.images: dict[str, dict[str, Any]] = {}
+        self.store: dict[str, dict[str, Any]] = {}
         self.builds: list[dict[str, Any]] = []
         self.removed: list[str] = []
+        self.clock = 0
 
-    def inspect_image(self, tag: str) -> dict[str, Any]:
-        if tag not in self.images:
-            raise docker.errors.ImageNotFound(tag)
-        return self.images[tag]
+    def _get(self, ref: str) -> dict[str, Any]:
+        for image in self.store.values():
+            if ref == image["Id"] or ref in image["RepoTags"]:
+                return image
+        raise docker.errors.ImageNotFound(ref)
+
+    def add(self, tag: str, labels: dict[str, str]) -> str:
+        self.clock += 1
+        image_id = f"sha256:{self.clock:04d}"
+        self.store[image_id] = {"Id": image_id, "Config": {"Labels": labels},
+                                "Created": self.clock, "RepoTags": []}
+        self.tag(image_id, *tag.rsplit(":", 1))
+        return image_id
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return self._get(ref)
+
+    def tag(self, image: str, repository: str, tag: str, force: bool = False) -> bool:
+        ref = f"{repository}:{tag}"
+        for other in self.store.values():
+            if ref in other["RepoTags"]:
+                other["RepoTags"].remove(ref)
+        self._get(image)["RepoTags"].append(ref)
+        return True
+
+    def images(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        wanted = dict(f.split("=", 1) for f in filters["label"])
+        return [i for i in self.store.values()
+                if wanted.items() <= (i["Config"]["Labels"] or {}).items()]
+
+    def remove_image(self, ref: str) -> None:
+        image = self._get(ref)
+        self.removed.append(ref)
+        if ref in image["RepoTags"]:
+            image["RepoTags"].remove(ref)
+        if ref == image["Id"] or not image["RepoTags"]:
+            del self.store[image["Id"]]
 
     def build(self, **kw: Any):
         with tarfile.open(fileobj=kw["fileobj"]) as tar:
             kw["names"] = tar.getnames()
         self.builds.append(kw)
-        image_id = f"sha256:{len(self.builds):04d}"
-        self.images[kw["tag"]] = {"Id": image_id, "Config": {"Labels": kw["labels"]}}
+        image_id = self.add(kw["tag"], kw["labels"])
         return iter([{"stream": "Step 1/1\n"}, {"aux": {"ID": image_id}}])
-
-    def remove_image(self, image_id: str) -> None:
-        self.removed.append(image_id)
 
 
 class FakeClient:
@@ -454,9 +484,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def fake_debian(cl: FakeClient, suite: str, labels: dict[str, str], progress: Any) -> str:
-        cl.api.images[I.image_tag("debian", suite)] = {"Id": "sha256:deb", "Config": {"Labels": labels}}
         cl.api.builds.append({"tag": I.image_tag("debian", suite)})
-        return "sha256:deb"
+        return cl.api.add(I.image_tag("debian", suite), labels)
 
     monkeypatch.setattr(I, "_build_debian", fake_debian)
     return client
@@ -489,7 +518,32 @@ def test_ensure_rebuilds_only_what_changed(repo: Path, fake: FakeClient) -> None
     write(repo / "testbed/dnsserver/zone.py", "ZONE = 3\n")
     I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
     assert built_tags(fake) == ["testbed/dns:bookworm"]
-    assert fake.api.removed  # the replaced dns image is cleaned up
+
+
+def test_switching_back_reuses_the_cached_build(repo: Path, fake: FakeClient) -> None:
+    """Two checkouts with different inputs alternate on one engine without rebuilding."""
+    first = I.ensure_images(["dns"], "bookworm", images_dir=repo / "images", client=fake)["dns"]
+    write(repo / "testbed/dnsserver/zone.py", "ZONE = 3\n")
+    I.ensure_images(["dns"], "bookworm", images_dir=repo / "images", client=fake)
+    write(repo / "testbed/dnsserver/zone.py", "ZONE = 1\n")
+    fake.api.builds.clear()
+    messages: list[str] = []
+    ids = I.ensure_images(["dns"], "bookworm", images_dir=repo / "images", client=fake,
+                          progress=lambda n, m: messages.append(m))
+    assert fake.api.builds == []
+    assert ids["dns"] == first
+    assert fake.api.inspect_image("testbed/dns:bookworm")["Id"] == first
+    assert any("cached build" in m for m in messages)
+
+
+def test_old_builds_are_pruned(repo: Path, fake: FakeClient) -> None:
+    for i in range(6):
+        write(repo / "testbed/dnsserver/zone.py", f"ZONE = {i + 10}\n")
+        last = I.ensure_images(["dns"], "bookworm", images_dir=repo / "images", client=fake)["dns"]
+    builds = I.builds_of(fake, "dns", "bookworm")
+    assert len(builds) == I.CACHE_KEEP
+    assert builds[0]["Id"] == last
+    assert "testbed/dns:bookworm" in builds[0]["RepoTags"]
 
 
 def test_rebuild_forces_everything_without_cache(repo: Path, fake: FakeClient) -> None:
@@ -502,7 +556,7 @@ def test_rebuild_forces_everything_without_cache(repo: Path, fake: FakeClient) -
 
 def test_image_status(repo: Path, fake: FakeClient) -> None:
     I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
-    fake.api.images["testbed/base:bookworm"]["Config"]["Labels"] = {I.LABEL_HASH: "old"}
+    fake.api.inspect_image("testbed/base:bookworm")["Config"]["Labels"] = {I.LABEL_HASH: "old"}
     rows = I.image_status(None, "bookworm", images_dir=repo / "images", client=fake)
     by = {r.name: r for r in rows}
     assert by["debian"] == ("debian", "testbed/debian:bookworm", True, True)
