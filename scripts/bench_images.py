@@ -30,7 +30,8 @@ SMOKE: dict[str, list[str]] = {
     "base": ["sh", "-c", "test -x /usr/local/sbin/tb-init && test -d /etc/testbed && test -d /var/log/testbed"
              " && ip -V && ss -V && dig -v && ping -V && tcpdump --version 2>&1 | head -1 && iptables -V"
              " && nc -h 2>&1 | head -1 && ps --version"],
-    "dns": ["python3", "-c", "import sys, dnslib, testbed.dnsserver; print('dnslib', dnslib.version, 'python', sys.version.split()[0])"],
+    "dns": ["python3", "-c", "import sys, dnslib, testbed.dnsserver;"
+            " print('dnslib', dnslib.version, 'python', sys.version.split()[0])"],
     "postfix": ["sh", "-c", "postconf mail_version && ! postconf -F '*/*/chroot' | grep -v '= n$'"],
     "client": ["sh", "-c", "swaks --version | head -1 && perl -MIO::Socket::INET6 -MNet::DNS"
                " -e 'print qq(Net::DNS $Net::DNS::VERSION\\n)' && python3 --version"],
@@ -53,9 +54,9 @@ def cold_builds(order: list[str], suite: str, images_dir: Path, verbose: bool) -
     """ensure_images one image at a time (parents first) so each build is timed alone."""
     results = {}
     for name in order:
-        built = []
+        built: list[str] = []
 
-        def progress(image: str, msg: str) -> None:
+        def progress(image: str, msg: str, built: list[str] = built) -> None:
             if msg.startswith("building "):
                 built.append(image)
             if verbose or msg.startswith(("building ", "built ", "mirror ")):

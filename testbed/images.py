@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -539,14 +538,15 @@ def _closure(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> set[st
     """The requested images and all their ancestors."""
     wanted: set[str] = set()
     for name in names:
-        while name is not None and name not in wanted:
-            wanted.add(name)
-            name = recipes[name].parent
+        current: str | None = name
+        while current is not None and current not in wanted:
+            wanted.add(current)
+            current = recipes[current].parent
     return wanted
 
 
-def _sorter(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> graphlib.TopologicalSorter:
-    graph: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+def _sorter(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> graphlib.TopologicalSorter[str]:
+    graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name in sorted(names):
         parent = recipes[name].parent
         graph.add(name, *([parent] if parent else []))
@@ -681,7 +681,8 @@ def docker_client() -> docker.DockerClient:
 
 def _inspect(client: docker.DockerClient, tag: str) -> dict[str, Any] | None:
     try:
-        return client.api.inspect_image(tag)
+        attrs: dict[str, Any] = client.api.inspect_image(tag)
+        return attrs
     except docker.errors.ImageNotFound:
         return None
 
@@ -761,7 +762,7 @@ def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: s
     attrs = _inspect(client, tag)
     if attrs is None or (image_id and attrs["Id"] != image_id):
         raise ImageBuildError(recipe.name, suite, [], f"the engine reported success but {tag} is missing")
-    return attrs["Id"]
+    return str(attrs["Id"])
 
 
 # ------------------------------------------------------------------ debian rootfs
@@ -864,7 +865,7 @@ def _import_result_id(text: str) -> str:
             if msg.get("error"):
                 raise ImageError(f"docker import failed: {msg['error']}")
             if str(msg.get("status", "")).startswith("sha256:"):
-                image_id = msg["status"]
+                image_id = str(msg["status"])
     if image_id is None:
         raise ImageError(f"docker import returned no image id: {text[:200]!r}")
     return image_id
@@ -962,8 +963,9 @@ def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, 
         return None
     assert cached is not None
     _retag(client, cached["Id"], image_tag(recipe.name, suite))
-    progress(recipe.name, f"{image_tag(recipe.name, suite)} switched to cached build {cached['Id'][7:19]}")
-    return cached["Id"]
+    image_id = str(cached["Id"])
+    progress(recipe.name, f"{image_tag(recipe.name, suite)} switched to cached build {image_id[7:19]}")
+    return image_id
 
 
 def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
@@ -975,7 +977,7 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
         if _label(current, LABEL_HASH) == digest:
             assert current is not None
             progress(recipe.name, f"{tag} up to date")
-            return current["Id"]
+            return str(current["Id"])
         reused = _reuse_cached(client, recipe, suite, digest, progress)
         if reused:
             return reused

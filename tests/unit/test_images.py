@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------------- fixtures
 
-ONE_LINE = textwrap.dedent("""\
+OPTS = "[arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]"
+ONE_LINE = textwrap.dedent(f"""\
     # main archive
-    deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example.org/debian bookworm main contrib
+    deb {OPTS} http://mirror.example.org/debian bookworm main contrib
     deb-src http://mirror.example.org/debian bookworm main
     deb http://mirror.example.org/debian bookworm-updates main # trailing comment
     #deb http://disabled.example.org/debian bookworm main
@@ -291,7 +292,8 @@ def test_context_tar_is_reproducible_with_normalised_modes(repo: Path) -> None:
         assert members["tb-init"].mode == 0o755
         assert members["Dockerfile"].mode == 0o644
         assert members["Dockerfile"].mtime == 0
-        assert tar.extractfile("tb-init").read() == b"#!/bin/sh\n"
+        member = tar.extractfile("tb-init")
+        assert member is not None and member.read() == b"#!/bin/sh\n"
 
 
 # ---------------------------------------------------------------- hashes
@@ -368,7 +370,7 @@ def test_build_error_message_has_name_suite_and_tail() -> None:
 
 
 def test_follow_build_keeps_last_lines_and_raises() -> None:
-    stream = [{"stream": f"Step {i}\n"} for i in range(100)]
+    stream: list[dict[str, Any]] = [{"stream": f"Step {i}\n"} for i in range(100)]
     stream.append({"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"})
     seen: list[str] = []
     with pytest.raises(I.ImageBuildError) as err:
@@ -379,7 +381,9 @@ def test_follow_build_keeps_last_lines_and_raises() -> None:
 
 
 def test_follow_build_returns_aux_id() -> None:
-    stream = [{"stream": "ok\n"}, {"aux": {"ID": "sha256:abc"}}, {"stream": "Successfully built abc\n"}]
+    stream: list[dict[str, Any]] = [
+        {"stream": "ok\n"}, {"aux": {"ID": "sha256:abc"}}, {"stream": "Successfully built abc\n"},
+    ]
     assert I._follow_build(stream, "x", "bookworm", I._no_progress) == "sha256:abc"
 
 
@@ -438,7 +442,8 @@ class FakeAPI:
         image_id = f"sha256:{self.clock:04d}"
         self.store[image_id] = {"Id": image_id, "Config": {"Labels": labels},
                                 "Created": self.clock, "RepoTags": []}
-        self.tag(image_id, *tag.rsplit(":", 1))
+        repo, name = tag.rsplit(":", 1)
+        self.tag(image_id, repo, name)
         return image_id
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
