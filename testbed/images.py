@@ -643,7 +643,7 @@ def content_hash(recipe: ImageRecipe, suite: str, parent_hash: str | None) -> st
     return h.hexdigest()
 
 
-def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str], suite: str) -> dict[str, str]:
+def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str] | None, suite: str) -> dict[str, str]:
     """Hashes for ``names`` and their ancestors, computed parents first."""
     hashes: dict[str, str] = {}
     for name in resolve_order(recipes, names):
