@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -817,6 +818,25 @@ def _scratch_dir() -> Iterator[Path]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
+    """Make sure debootstrap and its children are gone before the rootfs is removed.
+
+    On Ctrl-C, Popen's context manager waits only 0.25 s, and a SIGINT to the shell
+    script alone is deferred until its current child (dpkg, wget) ends: the rootfs
+    would be deleted under a live debootstrap. SIGTERM to the group lets debootstrap
+    run its exit trap (which unmounts /proc and /sys in the target); SIGKILL after.
+    """
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait)
+                break
+    if proc.stdout:
+        proc.stdout.close()
+
+
 def _run_debootstrap(suite: str, root: Path, mirror: DebianMirror, progress: ProgressCallback) -> None:
     """Run debootstrap, streaming its output; on failure include its own log's tail."""
     cmd = ["debootstrap", "--variant=minbase", "--components=main",
@@ -824,11 +844,17 @@ def _run_debootstrap(suite: str, root: Path, mirror: DebianMirror, progress: Pro
     progress(DEBIAN_IMAGE, "$ " + " ".join(cmd))
     env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace", env=env) as proc:
+    # Own session: we, not the terminal, decide when it stops (see _stop_process_group).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+                            start_new_session=True)
+    try:
         assert proc.stdout is not None
         for line in proc.stdout:
             _emit(DEBIAN_IMAGE, line, tail, progress)
+        proc.wait()
+    finally:
+        _stop_process_group(proc)
     if proc.returncode != 0:
         with contextlib.suppress(OSError):
             detail = (root / "debootstrap" / "debootstrap.log").read_text(errors="replace")
@@ -884,9 +910,12 @@ def import_rootfs(client: docker.DockerClient, root: Path, suite: str, labels: M
         chunks = iter(partial(tar.stdout.read, 1 << 20), b"")
         try:
             text = client.api.import_image_from_data(chunks, repository=repo, tag=suite, changes=changes)
-        except docker.errors.DockerException as exc:
+        except BaseException as exc:  # engine error or Ctrl-C: tar must not outlive the rootfs
             tar.kill()
-            raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"docker import failed: {exc}") from exc
+            tar.wait()
+            if isinstance(exc, docker.errors.DockerException):
+                raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"docker import failed: {exc}") from exc
+            raise
         tar.wait()
         errs.seek(0)
         if tar.returncode != 0:
