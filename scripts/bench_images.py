@@ -42,7 +42,7 @@ def clean(client: docker.DockerClient, order: list[str], suite: str) -> None:
     """Remove every testbed build of the suite (suite tags and cache tags), children first."""
     for name in reversed(order):
         for build in I.builds_of(client, name, suite):
-            for ref in I._image_refs(build):
+            for ref in I._testbed_tags(build) or [build["Id"]]:
                 try:
                     client.api.remove_image(ref)
                     print(f"removed {ref}")

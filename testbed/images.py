@@ -956,16 +956,20 @@ def _retag(client: docker.DockerClient, image_id: str, tag: str) -> None:
 
 
 def prune_cache(client: docker.DockerClient, name: str, suite: str, keep: int = CACHE_KEEP) -> None:
-    """Remove all but the ``keep`` newest builds of one image and suite.
+    """Keep the ``keep`` newest tagged builds of one image and suite; drop the rest.
 
-    Images still used by a container or a child image refuse removal; they stay
-    until a later prune, which is what we want.
+    Untagged builds (their cache tag moved to a forced rebuild) can never be reused,
+    so they go too. Images still used by a container or a child image refuse removal;
+    they stay until a later prune, which is what we want.
     """
     current = _inspect(client, image_tag(name, suite))
-    for old in builds_of(client, name, suite)[keep:]:
+    builds = builds_of(client, name, suite)
+    tagged = [b for b in builds if _testbed_tags(b)]
+    untagged = [b for b in builds if not _testbed_tags(b)]
+    for old in tagged[keep:] + untagged:
         if current and old["Id"] == current["Id"]:
             continue
-        for ref in _image_refs(old):
+        for ref in _testbed_tags(old) or [old["Id"]]:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(ref)
 
@@ -977,11 +981,10 @@ def builds_of(client: docker.DockerClient, name: str, suite: str) -> list[dict[s
     return sorted(found, key=lambda i: i.get("Created", 0), reverse=True)
 
 
-def _image_refs(image: Mapping[str, Any]) -> list[str]:
-    """The image's testbed/* tags, or its id when it has none (removing by id with
-    several tags would need force, which would also hit images in use)."""
-    tags = [t for t in image.get("RepoTags") or [] if t.startswith(f"{IMAGE_PREFIX}/")]
-    return tags or [image["Id"]]
+def _testbed_tags(image: Mapping[str, Any]) -> list[str]:
+    """The image's testbed/* tags (removing by id with several tags would need force,
+    which would also hit images in use, so removal goes tag by tag)."""
+    return [t for t in image.get("RepoTags") or [] if t.startswith(f"{IMAGE_PREFIX}/")]
 
 
 def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,

@@ -547,6 +547,7 @@ def test_old_builds_are_pruned(repo: Path, fake: FakeClient) -> None:
         last = I.ensure_images(["dns"], "bookworm", images_dir=repo / "images", client=fake)["dns"]
     builds = I.builds_of(fake, "dns", "bookworm")
     assert len(builds) == I.CACHE_KEEP
+    assert all(b["RepoTags"] for b in builds)
     assert builds[0]["Id"] == last
     assert "testbed/dns:bookworm" in builds[0]["RepoTags"]
 
@@ -557,6 +558,12 @@ def test_rebuild_forces_everything_without_cache(repo: Path, fake: FakeClient) -
     I.ensure_images(["mta"], "trixie", images_dir=repo / "images", client=fake, rebuild=True)
     assert built_tags(fake) == ["testbed/debian:trixie", "testbed/base:trixie", "testbed/mta:trixie"]
     assert all(b["nocache"] for b in fake.api.builds[1:])
+
+
+def test_forced_rebuild_drops_the_build_it_replaced(repo: Path, fake: FakeClient) -> None:
+    first = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)["base"]
+    I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake, rebuild=True)
+    assert first not in fake.api.store  # untagged now: nothing could ever reuse it
 
 
 def test_image_status(repo: Path, fake: FakeClient) -> None:
