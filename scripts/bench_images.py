@@ -48,6 +48,8 @@ def clean(client: docker.DockerClient, order: list[str], suite: str) -> None:
                     print(f"removed {ref}")
                 except docker.errors.ImageNotFound:
                     pass
+                except docker.errors.APIError as exc:  # in use by someone's container
+                    print(f"kept {ref}: {exc.explanation}")
 
 
 def cold_builds(order: list[str], suite: str, images_dir: Path, verbose: bool) -> dict[str, dict]:
