@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import shutil
-import stat
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -125,6 +125,8 @@ DEBIAN_IMAGE_CHANGES = ('CMD ["/bin/bash"]', "ENV LANG=C.UTF-8")
 # can take minutes without a byte on the socket.
 DOCKER_TIMEOUT = 3600
 LOG_TAIL_LINES = 30
+# Builds kept per image and suite (see cache_tag): enough for two or three checkouts.
+CACHE_KEEP = 3
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _FROM_RE = re.compile(
@@ -537,14 +539,15 @@ def _closure(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> set[st
     """The requested images and all their ancestors."""
     wanted: set[str] = set()
     for name in names:
-        while name is not None and name not in wanted:
-            wanted.add(name)
-            name = recipes[name].parent
+        current: str | None = name
+        while current is not None and current not in wanted:
+            wanted.add(current)
+            current = recipes[current].parent
     return wanted
 
 
-def _sorter(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> graphlib.TopologicalSorter:
-    graph: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+def _sorter(recipes: Mapping[str, ImageRecipe], names: Iterable[str]) -> graphlib.TopologicalSorter[str]:
+    graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name in sorted(names):
         parent = recipes[name].parent
         graph.add(name, *([parent] if parent else []))
@@ -641,7 +644,7 @@ def content_hash(recipe: ImageRecipe, suite: str, parent_hash: str | None) -> st
     return h.hexdigest()
 
 
-def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str], suite: str) -> dict[str, str]:
+def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str] | None, suite: str) -> dict[str, str]:
     """Hashes for ``names`` and their ancestors, computed parents first."""
     hashes: dict[str, str] = {}
     for name in resolve_order(recipes, names):
@@ -679,7 +682,8 @@ def docker_client() -> docker.DockerClient:
 
 def _inspect(client: docker.DockerClient, tag: str) -> dict[str, Any] | None:
     try:
-        return client.api.inspect_image(tag)
+        attrs: dict[str, Any] = client.api.inspect_image(tag)
+        return attrs
     except docker.errors.ImageNotFound:
         return None
 
@@ -759,7 +763,7 @@ def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: s
     attrs = _inspect(client, tag)
     if attrs is None or (image_id and attrs["Id"] != image_id):
         raise ImageBuildError(recipe.name, suite, [], f"the engine reported success but {tag} is missing")
-    return attrs["Id"]
+    return str(attrs["Id"])
 
 
 # ------------------------------------------------------------------ debian rootfs
@@ -814,6 +818,25 @@ def _scratch_dir() -> Iterator[Path]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
+    """Make sure debootstrap and its children are gone before the rootfs is removed.
+
+    On Ctrl-C, Popen's context manager waits only 0.25 s, and a SIGINT to the shell
+    script alone is deferred until its current child (dpkg, wget) ends: the rootfs
+    would be deleted under a live debootstrap. SIGTERM to the group lets debootstrap
+    run its exit trap (which unmounts /proc and /sys in the target); SIGKILL after.
+    """
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait)
+                break
+    if proc.stdout:
+        proc.stdout.close()
+
+
 def _run_debootstrap(suite: str, root: Path, mirror: DebianMirror, progress: ProgressCallback) -> None:
     """Run debootstrap, streaming its output; on failure include its own log's tail."""
     cmd = ["debootstrap", "--variant=minbase", "--components=main",
@@ -821,11 +844,17 @@ def _run_debootstrap(suite: str, root: Path, mirror: DebianMirror, progress: Pro
     progress(DEBIAN_IMAGE, "$ " + " ".join(cmd))
     env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace", env=env) as proc:
+    # Own session: we, not the terminal, decide when it stops (see _stop_process_group).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+                            start_new_session=True)
+    try:
         assert proc.stdout is not None
         for line in proc.stdout:
             _emit(DEBIAN_IMAGE, line, tail, progress)
+        proc.wait()
+    finally:
+        _stop_process_group(proc)
     if proc.returncode != 0:
         with contextlib.suppress(OSError):
             detail = (root / "debootstrap" / "debootstrap.log").read_text(errors="replace")
@@ -862,7 +891,7 @@ def _import_result_id(text: str) -> str:
             if msg.get("error"):
                 raise ImageError(f"docker import failed: {msg['error']}")
             if str(msg.get("status", "")).startswith("sha256:"):
-                image_id = msg["status"]
+                image_id = str(msg["status"])
     if image_id is None:
         raise ImageError(f"docker import returned no image id: {text[:200]!r}")
     return image_id
@@ -881,9 +910,12 @@ def import_rootfs(client: docker.DockerClient, root: Path, suite: str, labels: M
         chunks = iter(partial(tar.stdout.read, 1 << 20), b"")
         try:
             text = client.api.import_image_from_data(chunks, repository=repo, tag=suite, changes=changes)
-        except docker.errors.DockerException as exc:
+        except BaseException as exc:  # engine error or Ctrl-C: tar must not outlive the rootfs
             tar.kill()
-            raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"docker import failed: {exc}") from exc
+            tar.wait()
+            if isinstance(exc, docker.errors.DockerException):
+                raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"docker import failed: {exc}") from exc
+            raise
         tar.wait()
         errs.seek(0)
         if tar.returncode != 0:
@@ -908,20 +940,79 @@ def _build_debian(client: docker.DockerClient, suite: str, labels: dict[str, str
 # --------------------------------------------------------------------- public API
 
 
-def _remove_replaced(client: docker.DockerClient, old_id: str) -> None:
-    """Drop the image a rebuild replaced, unless something still uses it (then keep it)."""
-    with contextlib.suppress(docker.errors.APIError):
-        client.api.remove_image(old_id)
+def cache_tag(name: str, suite: str, digest: str) -> str:
+    """``testbed/<name>:<suite>-<hash12>``: keeps each build findable by its inputs.
+
+    Several checkouts (worktrees, CI, a second branch) share one engine and one
+    ``testbed/<name>:<suite>`` tag; without this, each would rebuild over the other's
+    image on every call. With it, switching back is a retag.
+    """
+    return f"{image_tag(name, suite)}-{digest[:12]}"
+
+
+def _retag(client: docker.DockerClient, image_id: str, tag: str) -> None:
+    repo, _, name = tag.rpartition(":")
+    client.api.tag(image_id, repo, name, force=True)
+
+
+def prune_cache(client: docker.DockerClient, name: str, suite: str, keep: int = CACHE_KEEP) -> None:
+    """Keep the ``keep`` newest tagged builds of one image and suite; drop the rest.
+
+    Untagged builds (their cache tag moved to a forced rebuild) can never be reused,
+    so they go too. Images still used by a container or a child image refuse removal;
+    they stay until a later prune, which is what we want.
+    """
+    current = _inspect(client, image_tag(name, suite))
+    builds = builds_of(client, name, suite)
+    tagged = [b for b in builds if _testbed_tags(b)]
+    untagged = [b for b in builds if not _testbed_tags(b)]
+    for old in tagged[keep:] + untagged:
+        if current and old["Id"] == current["Id"]:
+            continue
+        for ref in _testbed_tags(old) or [old["Id"]]:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_image(ref)
+
+
+def builds_of(client: docker.DockerClient, name: str, suite: str) -> list[dict[str, Any]]:
+    """Every top-level testbed build of one image and suite, newest first."""
+    filters = {"label": [f"{LABEL_IMAGE}={name}", f"{LABEL_SUITE}={suite}"]}
+    found = client.api.images(filters=filters)
+    return sorted(found, key=lambda i: i.get("Created", 0), reverse=True)
+
+
+def _testbed_tags(image: Mapping[str, Any]) -> list[str]:
+    """The image's testbed/* tags (removing by id with several tags would need force,
+    which would also hit images in use, so removal goes tag by tag)."""
+    return [t for t in image.get("RepoTags") or [] if t.startswith(f"{IMAGE_PREFIX}/")]
+
+
+def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
+                  progress: ProgressCallback) -> str | None:
+    """Point the suite tag at an earlier build with the same inputs, if one exists."""
+    cached = _inspect(client, cache_tag(recipe.name, suite, digest))
+    if _label(cached, LABEL_HASH) != digest:
+        return None
+    assert cached is not None
+    _retag(client, cached["Id"], image_tag(recipe.name, suite))
+    image_id = str(cached["Id"])
+    progress(recipe.name, f"{image_tag(recipe.name, suite)} switched to cached build {image_id[7:19]}")
+    return image_id
 
 
 def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
                 rebuild: bool, progress: ProgressCallback) -> str:
-    """Build one image unless its content-hash label already matches."""
+    """Build one image unless its content-hash label already matches (or a cached build does)."""
     tag = image_tag(recipe.name, suite)
     current = _inspect(client, tag)
-    if current and not rebuild and _label(current, LABEL_HASH) == digest:
-        progress(recipe.name, f"{tag} up to date")
-        return current["Id"]
+    if not rebuild:
+        if _label(current, LABEL_HASH) == digest:
+            assert current is not None
+            progress(recipe.name, f"{tag} up to date")
+            return str(current["Id"])
+        reused = _reuse_cached(client, recipe, suite, digest, progress)
+        if reused:
+            return reused
     why = "forced rebuild" if rebuild and current else ("inputs changed" if current else "missing")
     progress(recipe.name, f"building {tag} ({why})")
     started = time.monotonic()
@@ -930,9 +1021,9 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
         image_id = _build_debian(client, suite, labels, progress)
     else:
         image_id = _build_dockerfile(client, recipe, suite, labels, rebuild, progress)
+    _retag(client, image_id, cache_tag(recipe.name, suite, digest))
     progress(recipe.name, f"built {tag} in {time.monotonic() - started:.1f}s")
-    if current and current["Id"] != image_id:
-        _remove_replaced(client, current["Id"])
+    prune_cache(client, recipe.name, suite)
     return image_id
 
 
