@@ -56,11 +56,6 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001 - last resort, keeps tracebacks out of users' faces
             if os.environ.get("TESTBED_DEBUG"):
                 raise
-            from .images import ImageError
-
-            if isinstance(exc, ImageError):
-                _error(str(exc))
-                sys.exit(EXIT_ENVIRONMENT)
             _error(f"internal error: {type(exc).__name__}: {exc}\n(set TESTBED_DEBUG=1 to see the traceback)")
             sys.exit(EXIT_ENVIRONMENT)
 
@@ -73,6 +68,12 @@ def _error(message: str) -> None:
 
 def _progress(label: str, message: str) -> None:
     console.print(f"[dim]{label}:[/] {message}", highlight=False)
+
+
+def _image_progress(label: str, message: str) -> None:
+    """Status changes only; a build's own output is kept for its error message."""
+    if message.startswith(("building ", "built ", "importing ", "waiting ")) or "debootstrap" in message[:20]:
+        _progress(label, message)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
@@ -209,7 +210,7 @@ def images(suite: str, build: bool, rebuild: bool) -> None:
     from .images import ensure_images, image_status
 
     if build or rebuild:
-        ensure_images(None, suite, rebuild=rebuild, progress=lambda image, msg: _progress(image, msg))
+        ensure_images(None, suite, rebuild=rebuild, progress=lambda image, msg: _image_progress(f"image {image}", msg))
     table = Table(title=f"images ({suite})")
     for col in ("image", "tag", "present", "up to date"):
         table.add_column(col)
@@ -230,11 +231,11 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     topologies = [load_topology(p, v, overrides_for(p)) for p, v in paths_variants]
     client = fabric.connect()
     plans = plan_runs(client, topologies, suite)
-    ensure_images_for(plans, progress=_progress)
+    image_ids = ensure_images_for(plans, progress=_image_progress)
     options = RunOptions(keep=keep, suite=suite, progress=_progress)
     if runs:
         options.runs_root = Path(runs)
-    results = run_plans(client, plans, options)
+    results = run_plans(client, plans, options, image_ids)
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
     else:

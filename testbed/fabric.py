@@ -143,10 +143,18 @@ def _tar(files: Iterable[RenderedFile]) -> bytes:
 class Lab:
     """One running lab: its networks and containers, addressed by host name."""
 
-    def __init__(self, client: docker.DockerClient, plan: LabPlan, progress: Progress = _quiet):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        plan: LabPlan,
+        progress: Progress = _quiet,
+        images: dict[tuple[str, str], str] | None = None,
+    ):
         self.client = client
         self.plan = plan
         self.progress = progress
+        # Image ids from the build step: another checkout may move a tag meanwhile.
+        self.images = images or {}
         self._cancelled = threading.Event()
 
     # --- bring-up -------------------------------------------------------------
@@ -247,7 +255,7 @@ class Lab:
         )
         try:
             created = api.create_container(
-                image=f"testbed/{host.image}:{plan.suite}",
+                image=self.images.get((plan.suite, host.image), f"testbed/{host.image}:{plan.suite}"),
                 name=host.container,
                 hostname=host.fqdn,
                 labels={**plan.labels, LABEL_HOST: host.name},

@@ -44,6 +44,8 @@ import docker.errors
 
 log = logging.getLogger(__name__)
 
+from .errors import TestbedError
+
 IMAGE_PREFIX = "testbed"
 SUITES = ("bookworm", "trixie")
 DEFAULT_SUITE = "bookworm"
@@ -139,7 +141,7 @@ ProgressCallback = Callable[[str, str], None]
 """``progress(image_name, message)``: one call per status change or build-log line."""
 
 
-class ImageError(Exception):
+class ImageError(TestbedError):
     """The image pipeline cannot do its job (setup problem or bad image recipe)."""
 
 

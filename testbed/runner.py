@@ -113,21 +113,31 @@ def plan_runs(
     return plans
 
 
-def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> float:
+ImageIds = dict[tuple[str, str], str]  # (suite, image name) -> image id
+
+
+def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> ImageIds:
+    """Build what the plans need; containers are then created from these exact ids."""
     from .images import ensure_images
 
-    start = time.monotonic()
     by_suite: dict[str, set[str]] = {}
     for plan in plans:
         by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+    ids: ImageIds = {}
     for suite, names in sorted(by_suite.items()):
-        ensure_images(sorted(names), suite, progress=lambda image, msg: progress("images", f"{image}: {msg}"))
-    return time.monotonic() - start
+        built = ensure_images(sorted(names), suite, progress=lambda image, msg: progress(f"image {image}", msg))
+        ids.update({(suite, name): image_id for name, image_id in built.items()})
+    return ids
 
 
-def run_plans(client: docker.DockerClient, plans: Sequence[LabPlan], options: RunOptions) -> list[RunResult]:
+def run_plans(
+    client: docker.DockerClient, plans: Sequence[LabPlan], options: RunOptions, images: ImageIds | None = None
+) -> list[RunResult]:
     """Run labs in parallel; Ctrl-C or SIGTERM tears every one of them down."""
-    labs = [Lab(client, plan, progress=lambda m, p=plan: options.progress(_label(p), m)) for plan in plans]
+    labs = [
+        Lab(client, plan, progress=lambda m, p=plan: options.progress(_label(p), m), images=images)
+        for plan in plans
+    ]
     results: list[RunResult | None] = [None] * len(plans)
     with _terminate_as_interrupt(), ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
         futures = {pool.submit(run_one, lab, options): i for i, lab in enumerate(labs)}
