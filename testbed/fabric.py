@@ -200,8 +200,9 @@ class Lab:
             upper = list(seg.subnet_v4.subnets(prefixlen_diff=1))[1]
             pools.append(IPAMPool(subnet=str(seg.subnet_v4), gateway=str(seg.subnet_v4[1]), iprange=str(upper)))
         if seg.subnet_v6 is not None:
-            upper6 = list(seg.subnet_v6.subnets(prefixlen_diff=1))[1]
-            pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(upper6)))
+            # A small range: engine 20.10's allocator fails on ranges of 2^63 addresses.
+            dynamic6 = ipaddress.ip_network(f"{seg.subnet_v6[0xFFFF0000]}/112")
+            pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(dynamic6)))
         options = {
             "com.docker.network.bridge.name": seg.bridge,
             "com.docker.network.bridge.enable_ip_masquerade": "false",  # no NAT, ever
@@ -238,6 +239,14 @@ class Lab:
         )
 
     def _create_host(self, host: HostPlan, files: list[RenderedFile], ready: str | None) -> None:
+        try:
+            self._create_container(host, files)
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot bring up {host.name}: {exc.explanation or exc}") from None
+        self.wait_ready(host.name, ready)
+        self.progress(f"{host.name} up ({host.software}, {host.stack})")
+
+    def _create_container(self, host: HostPlan, files: list[RenderedFile]) -> None:
         self.check_cancel()
         api = self.client.api
         plan = self.plan
@@ -265,8 +274,6 @@ class Lab:
             )
         except docker.errors.ImageNotFound:
             raise LabError(f"image testbed/{host.image}:{plan.suite} is missing; run `testbed images --build`") from None
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot create container for {host.name}: {exc.explanation}") from None
         cid = created["Id"]
         api.put_archive(cid, "/", _tar(files))
         self.check_cancel()
@@ -281,8 +288,6 @@ class Lab:
                     ipv4_address=str(iface.docker_ipv4) if iface.docker_ipv4 else None,
                     ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
                 )
-        self.wait_ready(host.name, ready)
-        self.progress(f"{host.name} up ({host.software}, {host.stack})")
 
     # --- readiness, exec, files -------------------------------------------------
 

@@ -42,9 +42,9 @@ from typing import IO, Any, NamedTuple
 import docker
 import docker.errors
 
-log = logging.getLogger(__name__)
-
 from .errors import TestbedError
+
+log = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "testbed"
 SUITES = ("bookworm", "trixie")

@@ -57,7 +57,8 @@ class PostfixAdapter(MtaAdapter):
         return [
             RenderedFile("/etc/postfix/main.cf", render("postfix/main.cf.j2", **ctx)),
             RenderedFile("/etc/postfix/vmailbox", render("postfix/vmailbox.j2", **ctx)),
-            RenderedFile("/etc/aliases", "postmaster: root\nmailer-daemon: postmaster\n"),
+            # texthash format ("key value"), read without newaliases.
+            RenderedFile("/etc/aliases", "postmaster root\nmailer-daemon postmaster\n"),
             RenderedFile("/etc/mailname", host.fqdn + "\n"),
             RenderedFile(SERVICE_SCRIPT, render("postfix/service.j2", **ctx), 0o755),
         ]
