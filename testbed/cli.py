@@ -53,6 +53,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             _error("interrupted; the lab's Docker objects were removed")
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # usage errors: click prints them and exits 2
         except Exception as exc:  # noqa: BLE001 - last resort, keeps tracebacks out of users' faces
             if os.environ.get("TESTBED_DEBUG"):
                 raise
