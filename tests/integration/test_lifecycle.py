@@ -1,0 +1,78 @@
+"""Every Docker object a run creates carries its label and is removed on every exit path."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testbed import fabric
+from testbed.plan import LABEL_RUN
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_ids(client) -> set[str]:
+    return set(fabric.list_runs(client))
+
+
+def test_ctrl_c_during_a_run_removes_everything(docker_client, labs, tmp_path) -> None:
+    before = run_ids(docker_client)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "run", "relay-bounce", "--runs", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    new: set[str] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not new:
+        time.sleep(0.2)
+        containers = docker_client.api.containers(all=True, filters={"label": LABEL_RUN})
+        new = {c["Labels"][LABEL_RUN] for c in containers} - before
+    assert new, "the run never created a container"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
+    for run_id in new:
+        assert not docker_client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+        assert not docker_client.api.networks(filters={"label": f"{LABEL_RUN}={run_id}"})
+
+
+def test_sigterm_is_handled_like_ctrl_c(docker_client, labs, tmp_path) -> None:
+    before = run_ids(docker_client)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "run", "relay-bounce", "--runs", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    new: set[str] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not new:
+        time.sleep(0.2)
+        new = run_ids(docker_client) - before
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert not run_ids(docker_client) & new
+
+
+def test_down_removes_a_kept_lab(docker_client, labs, tmp_path) -> None:
+    before = run_ids(docker_client)
+    res = subprocess.run(
+        [sys.executable, "-m", "testbed.cli", "run", "relay-bounce", "--keep", "--runs", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    [kept] = run_ids(docker_client) - before
+    res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", kept], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0 and "removed 6 container(s) and 2 network(s)" in res.stdout
+    assert kept not in run_ids(docker_client)
+
+
+def test_run_directory_has_the_evidence(labs) -> None:
+    run_dir = labs[("mx-routing", "broken")].result.run_dir.path
+    for rel in ("result.json", "plan.json", "events.jsonl", "dns-queries.jsonl", "queues/final.json",
+                "mailboxes.json", "logs/mx20/mail.log", "config/mx20/etc/postfix/main.cf", "sends/m1.txt"):
+        assert (run_dir / rel).is_file(), rel
+    assert any(run_dir.glob("queues/step-*.json"))

@@ -1,0 +1,75 @@
+"""The network fabric: single-stack hosts really are single-stack, and nothing leaves the lab."""
+
+from __future__ import annotations
+
+import pytest
+
+HOSTS = ("router", "dns", "client", "relay", "mail", "mx10", "mx20", "mx30")
+
+
+def test_ipv4_only_host_has_no_ipv6_at_all(mx_broken) -> None:
+    relay = mx_broken.host("relay")
+    assert relay.check_output("cat /proc/sys/net/ipv6/conf/all/disable_ipv6") == "1"
+    assert relay.check_output("ip -6 -o addr show") == ""
+    res = relay.run("ip -6 route get %s", mx_broken.address("mx10", "ipv6"))
+    assert res.rc != 0
+
+
+def test_ipv6_only_host_has_no_ipv4_address_or_route(mx_broken) -> None:
+    mx20 = mx_broken.host("mx20")
+    v4 = mx20.check_output("ip -4 -o addr show").splitlines()
+    assert len(v4) == 1 and " lo " in v4[0]
+    assert mx20.check_output("ip -4 route show") == ""
+    res = mx20.run("ip -4 route get %s", mx_broken.address("mx10", "ipv4"))
+    assert res.rc != 0 and "unreachable" in res.stderr.lower()
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_no_default_route_and_only_the_lab_dns(mx_broken, name: str) -> None:
+    host = mx_broken.host(name)
+    assert host.check_output("ip -4 route show default") == ""
+    assert host.check_output("ip -6 route show default 2>/dev/null || true") == ""
+    servers = [line.split()[1] for line in host.file("/etc/resolv.conf").content_string.splitlines()
+               if line.startswith("nameserver")]
+    dns_addrs = {str(a) for a in mx_broken.plan.hosts["dns"].addresses()}
+    assert servers and set(servers) <= dns_addrs
+
+
+@pytest.mark.parametrize("name", ("relay", "mx20", "router"))
+def test_nothing_outside_the_lab_is_reachable(mx_broken, name: str) -> None:
+    host = mx_broken.host(name)
+    for target in ("203.0.113.80", "192.0.2.1", "10.255.255.53", "2001:4860:4860::8888", "fd00::1"):
+        res = host.run("ip route get %s", target)
+        assert res.rc != 0, f"{name} has a route to {target}: {res.stdout}"
+    # the Docker bridge (the machine itself) is on-link but routed to prohibit
+    gw = str(mx_broken.plan.segments[mx_broken.plan.hosts[name].interfaces[0].segment].gateway("ipv6" if name == "mx20" else "ipv4"))
+    assert host.run("ip route get %s", gw).rc != 0
+
+
+def test_routers_forward_between_segments_per_family(mx_broken) -> None:
+    relay, mx20 = mx_broken.host("relay"), mx_broken.host("mx20")
+    # IPv4-only relay -> dual-stack mx30 over IPv4, through the router
+    assert relay.run("nc -z -w 2 %s 25", mx_broken.address("mx30", "ipv4")).rc == 0
+    # IPv6-only mx20 -> mx30 over IPv6
+    assert mx20.run("nc -z -w 2 %s 25", mx_broken.address("mx30", "ipv6")).rc == 0
+    # ...but the IPv4-only and IPv6-only segments cannot talk at all
+    assert relay.run("nc -z -w 2 %s 25", mx_broken.address("mx20", "ipv6")).rc != 0
+
+
+def test_no_published_ports_and_no_nat(docker_client, mx_broken) -> None:
+    for host in mx_broken.plan.hosts.values():
+        attrs = docker_client.api.inspect_container(host.container)
+        assert not attrs["HostConfig"]["PortBindings"]
+    for seg in mx_broken.plan.segments.values():
+        net = docker_client.api.inspect_network(seg.network)
+        assert net["Options"]["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        assert net["Labels"]["testbed.run"] == mx_broken.plan.run_id
+
+
+def test_lab_dns_answers_only_what_the_topology_says(mx_broken) -> None:
+    client = mx_broken.host("client")
+    assert client.check_output("dig +short AAAA mx20.brainbird.nl") == mx_broken.address("mx20", "ipv6")
+    assert client.check_output("dig +short A mx20.brainbird.nl") == ""
+    assert "REFUSED" in client.check_output("dig A example.com")
+    mx = client.check_output("dig +short MX brainbird.nl").splitlines()
+    assert sorted(mx) == ["10 mx10.brainbird.nl.", "20 mx20.brainbird.nl.", "30 mx30.brainbird.nl."]

@@ -1,0 +1,104 @@
+"""The study's two MTA-chain failures and their fixes, checked on the live containers.
+
+The run's own verdict must hold, and the same facts are checked again directly
+in the containers (mailboxes, queues, logs, the DNS query log), so a bug in the
+tracker cannot make a failure look reproduced.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import dns_queries, explain, mail_log, maildir
+
+
+@pytest.mark.parametrize(
+    "key", [("mx-routing", "broken"), ("mx-routing", "fixed"), ("relay-bounce", "broken"), ("relay-bounce", "fixed")]
+)
+def test_verdict_holds(labs, key) -> None:
+    result = labs[key].result
+    assert result.error is None, explain(result)
+    assert result.checks and all(c.status == "pass" for c in result.checks), explain(result)
+
+
+# --- relay-bounce (slides 9-14) -----------------------------------------------------
+
+
+def test_relay_bounce_broken_relay_is_ipv4_only_postfix(rb_broken) -> None:
+    relay = rb_broken.host("relay")
+    assert relay.check_output("postconf -h inet_protocols") == "ipv4"
+    assert relay.socket("tcp://0.0.0.0:25").is_listening
+    assert relay.check_output("ip -6 -o addr show") == ""
+
+
+def test_relay_bounce_broken_bounce_is_lost_at_the_relay(rb_broken) -> None:
+    log = mail_log(rb_broken, "relay")
+    assert "550 5.1.1 <unknown_user@brainbird.nl>" in log
+    assert "sender non-delivery notification" in log
+    assert "warning: no MX host for skimbee.net has a valid address record" in log
+    assert "dsn=5.4.4, status=bounced" in log
+    assert rb_broken.host("relay").check_output("postqueue -j") == ""  # nothing left to retry
+    assert maildir(rb_broken, "mail", "skimbee.net", "user") == []
+    assert "NOQUEUE: reject: RCPT from relay.skimbee.net" in mail_log(rb_broken, "mx10")
+
+
+def test_relay_bounce_broken_relay_never_asks_aaaa(rb_broken) -> None:
+    types = {q["type"] for q in dns_queries(rb_broken, "relay")}
+    assert "MX" in types and "A" in types
+    assert "AAAA" not in types
+
+
+def test_relay_bounce_fixed_bounce_reaches_the_sender(rb_fixed) -> None:
+    [dsn] = maildir(rb_fixed, "mail", "skimbee.net", "user")
+    assert "Undelivered Mail Returned to Sender" in dsn
+    assert rb_fixed.result.histories["m1"].message_id in dsn
+    assert "report-type=delivery-status" in dsn
+    relay_to_mail = [q for q in dns_queries(rb_fixed, "relay") if q["name"] == "mail.skimbee.net." and q["type"] == "AAAA"]
+    assert relay_to_mail and relay_to_mail[0]["answers"]
+
+
+def test_control_messages_are_delivered(rb_broken, mx_broken) -> None:
+    for lab in (rb_broken, mx_broken):
+        [msg] = maildir(lab, "mx10", "brainbird.nl", "user")
+        assert lab.result.histories["m2"].message_id in msg
+
+
+# --- mx-routing (slides 15-22) ------------------------------------------------------------
+
+
+def test_mx_routing_broken_hops_and_families(mx_broken) -> None:
+    relay_log, mx30_log, mx20_log = (mail_log(mx_broken, h) for h in ("relay", "mx30", "mx20"))
+    mx10_v4, mx10_v6 = mx_broken.address("mx10", "ipv4"), mx_broken.address("mx10", "ipv6")
+    assert f"connect to mx10.brainbird.nl[{mx10_v4}]:25: Connection timed out" in relay_log
+    assert f"relay=mx30.brainbird.nl[{mx_broken.address('mx30', 'ipv4')}]:25" in relay_log
+    assert "mx20" not in relay_log.replace("mx20.brainbird.nl", "")  # never even tried
+    assert f"relay=mx20.brainbird.nl[{mx_broken.address('mx20', 'ipv6')}]:25" in mx30_log
+    assert f"connect to mx10.brainbird.nl[{mx10_v6}]:25: Connection timed out" in mx20_log
+    assert "status=deferred" in mx20_log
+
+
+def test_mx_routing_broken_bounce_dies_at_mx20(mx_broken) -> None:
+    mx20 = mx_broken.host("mx20")
+    log = mail_log(mx_broken, "mx20")
+    assert mx20.check_output("postconf -h inet_protocols") == "ipv6"
+    assert "said: 550 5.1.1 <unknown_user@brainbird.nl>" in log
+    assert "warning: no MX host for skimbee.net has a valid address record" in log
+    assert "type=AAAA: Host found but no data record of requested type" in log
+    assert mx20.check_output("postqueue -j") == ""
+    assert maildir(mx_broken, "mail", "skimbee.net", "user") == []
+
+
+def test_mx_routing_broken_dns_families(mx_broken) -> None:
+    relay = dns_queries(mx_broken, "relay")
+    mx20 = dns_queries(mx_broken, "mx20")
+    assert {q["type"] for q in relay} >= {"MX", "A"} and "AAAA" not in {q["type"] for q in relay}
+    assert "A" not in {q["type"] for q in mx20}  # an IPv6-only Postfix never asks for A
+    assert any(q["name"] == "mail.skimbee.net." and q["type"] == "AAAA" and not q["answers"] for q in mx20)
+    assert all(q["family"] == "ipv6" for q in mx20) and all(q["family"] == "ipv4" for q in relay)
+
+
+def test_mx_routing_fixed_bounce_reaches_the_sender(mx_fixed) -> None:
+    [dsn] = maildir(mx_fixed, "mail", "skimbee.net", "user")
+    assert mx_fixed.result.histories["m1"].message_id in dsn
+    assert "MAILER-DAEMON@mx20.brainbird.nl" in dsn
+    relay_log = mail_log(mx_fixed, "relay")
+    assert f"relay=mx20.brainbird.nl[{mx_fixed.address('mx20', 'ipv4')}]:25" in relay_log
