@@ -24,9 +24,8 @@ from .adapters import RenderedFile
 from .errors import DockerUnavailable, LabError
 from .plan import LABEL_HOST, LABEL_RUN, EngineCaps, HostPlan, IPNetwork, LabPlan, SegmentPlan
 
-READY_FILE = "/run/testbed/ready"  # on a tmpfs: gone after every restart
-READY_TIMEOUT_S = 60.0
-POLL_S = 0.1
+READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
+READY_TIMEOUT_S = 90.0
 
 Progress = Callable[[str], None]
 
@@ -117,6 +116,18 @@ def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[in
     return len(containers), len(networks)
 
 
+def _lines(chunks: Iterable[bytes]) -> Iterable[str]:
+    """Whole lines from a stream of log chunks."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", "replace").strip()
+    if buffer:
+        yield buffer.decode("utf-8", "replace").strip()
+
+
 def _tar(files: Iterable[RenderedFile]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -155,22 +166,20 @@ class Lab:
         self.progress = progress
         # Image ids from the build step: another checkout may move a tag meanwhile.
         self.images = images or {}
+        # Log streams block until a line arrives; their own client bounds the wait.
+        self._streams = docker.from_env(timeout=READY_TIMEOUT_S, max_pool_size=32)
         self._cancelled = threading.Event()
 
     # --- bring-up -------------------------------------------------------------
 
-    def up(
-        self,
-        files: dict[str, list[RenderedFile]],
-        ready_commands: dict[str, str | None],
-    ) -> None:
+    def up(self, files: dict[str, list[RenderedFile]]) -> None:
         """Create networks, then every container in parallel; return when all are ready."""
         for seg in self.plan.segments.values():
             self._create_network(seg)
         hosts = list(self.plan.hosts.values())
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            futures = [pool.submit(self._create_host, h, files[h.name], ready_commands.get(h.name)) for h in hosts]
+            futures = [pool.submit(self._create_host, h, files[h.name]) for h in hosts]
             for fut in futures:
                 try:
                     fut.result()
@@ -238,12 +247,12 @@ class Lab:
             ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
         )
 
-    def _create_host(self, host: HostPlan, files: list[RenderedFile], ready: str | None) -> None:
+    def _create_host(self, host: HostPlan, files: list[RenderedFile]) -> None:
         try:
             self._create_container(host, files)
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot bring up {host.name}: {exc.explanation or exc}") from None
-        self.wait_ready(host.name, ready)
+        except docker.errors.DockerException as exc:
+            raise LabError(f"cannot bring up {host.name}: {getattr(exc, 'explanation', None) or exc}") from None
+        self.wait_ready(host.name)
         self.progress(f"{host.name} up ({host.software}, {host.stack})")
 
     def _create_container(self, host: HostPlan, files: list[RenderedFile]) -> None:
@@ -291,22 +300,30 @@ class Lab:
 
     # --- readiness, exec, files -------------------------------------------------
 
-    def wait_ready(self, host: str, ready: str | None, timeout: float = READY_TIMEOUT_S) -> None:
-        """Wait until tb-init has applied the network and the service answers."""
-        probe = f"test -f {READY_FILE}" + (f" && {{ {ready} ; }}" if ready else "")
-        deadline = time.monotonic() + timeout
-        checks = 0
-        while True:
-            self.check_cancel()
-            res = self.exec(host, probe, timeout=10)
-            if res.ok:
-                return
-            checks += 1
-            if checks % 10 == 0 and not self.running(host):
-                raise LabError(f"{host} stopped while starting:\n{self.container_log(host, tail=30)}")
-            if time.monotonic() > deadline:
-                raise LabError(f"{host} not ready after {timeout:.0f} s:\n{self.container_log(host, tail=30)}")
-            time.sleep(POLL_S)
+    def wait_ready(self, host: str, boots_before: int = 0) -> None:
+        """Wait for tb-init's "testbed: ready" line of this boot (it checks the service itself).
+
+        Following the container's log costs the engine nothing, unlike polling
+        with exec; the line is counted because a restarted container's log
+        still holds the earlier boots' lines.
+        """
+        self.check_cancel()
+        seen = 0
+        try:
+            for line in _lines(self._streams.api.logs(self.container(host), stream=True, follow=True)):
+                if line == READY_LINE:
+                    seen += 1
+                    if seen > boots_before:
+                        return
+                elif line.startswith("testbed: ") and line.endswith(("failed", "never appeared", "60 s")):
+                    raise LabError(f"{host}: {line[len('testbed: '):]}\n{self.container_log(host, tail=30)}")
+        except (docker.errors.DockerException, OSError) as exc:  # read timeout, engine gone
+            raise LabError(f"{host} not ready after {READY_TIMEOUT_S:.0f} s ({exc}):\n{self.container_log(host, tail=30)}") from None
+        raise LabError(f"{host} stopped while starting:\n{self.container_log(host, tail=30)}")
+
+    def boots(self, host: str) -> int:
+        """How many times tb-init has reported ready in this container."""
+        return sum(1 for line in self.container_log(host).splitlines() if line == READY_LINE)
 
     def container(self, host: str) -> str:
         return self.plan.hosts[host].container
@@ -353,12 +370,13 @@ class Lab:
             if "is not running" not in str(exc):
                 raise LabError(f"cannot stop {host}: {exc.explanation}") from None
 
-    def start(self, host: str, ready: str | None) -> None:
+    def start(self, host: str) -> None:
+        boots = self.boots(host)
         try:
             self.client.api.start(self.container(host))
         except docker.errors.APIError as exc:
             raise LabError(f"cannot start {host}: {exc.explanation}") from None
-        self.wait_ready(host, ready)
+        self.wait_ready(host, boots)
 
     def teardown(self) -> tuple[int, int]:
         return teardown(self.client, self.plan.run_id)

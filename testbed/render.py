@@ -24,7 +24,11 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
         RenderedFile("/etc/testbed/resolv.conf", render("common/resolv.conf.j2", host=host, dns_fqdn=dns_fqdn)),
         RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
     ]
-    return common + adapter_for(host.software).files(host, plan)
+    adapter = adapter_for(host.software)
+    ready = adapter.ready_command(host)
+    if ready:
+        common.append(RenderedFile("/etc/testbed/ready", f"#!/bin/sh\n{ready}\n", 0o755))
+    return common + adapter.files(host, plan)
 
 
 def lab_files(plan: LabPlan) -> dict[str, list[RenderedFile]]:

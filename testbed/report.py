@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich.console import Console, Group
@@ -78,6 +79,16 @@ def _history_block(hist: History, indent: str = "") -> list[Text]:
     return lines
 
 
+_SYSLOG = re.compile(r"^(?:\w{3} +\d+ )?(?P<time>\d\d:\d\d:\d\d)(?:\.\d+)? \S+ (?P<prog>[\w./-]+?)(?:\[\d+\])?: (?P<msg>.*)$")
+
+
+def tidy(line: str) -> str:
+    """'mx20: Nov 29 07:18:52 mx20 postfix/smtp[364]: …' -> 'mx20 07:18:52 postfix/smtp: …'."""
+    host, sep, rest = line.partition(": ")
+    m = _SYSLOG.match(rest) if sep else None
+    return f"{host} {m['time']} {m['prog']}: {m['msg']}" if m else line
+
+
 def _evidence(hist: History, limit: int = 8) -> list[str]:
     out: list[str] = []
     hops: list[Hop] = list(hist.hops) + [h for d in hist.dsns for h in d.hops]
@@ -109,7 +120,7 @@ def result_panel(result: RunResult) -> Panel:
         evidence = _evidence(hist)
         if evidence and hist.state != "delivered":
             parts.append(Text("   decisive log lines:", style="dim"))
-            parts.extend(Text("     " + _short(e, 160), style="dim") for e in evidence)
+            parts.extend(Text("     " + tidy(e), style="dim") for e in evidence)
     if result.checks:
         parts.append(Text(""))
         for c in result.checks:

@@ -25,7 +25,6 @@ from typing import Any
 import docker
 
 from . import fabric, observe
-from .adapters import adapter_for
 from .errors import LabError, TestbedError
 from .fabric import Lab
 from .model import Topology
@@ -168,10 +167,9 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
         files = lab_files(plan)
         write_tree(files, run_dir.path / "config")
         run_dir.write_json("plan.json", plan_to_dict(plan))
-        ready = {h.name: adapter_for(h.software).ready_command(h) for h in plan.hosts.values()}
         t = time.monotonic()
         progress(f"bringing up {len(plan.hosts)} containers on {len(plan.segments)} segments")
-        lab.up(files, ready)
+        lab.up(files)
         result.timings["bring_up"] = time.monotonic() - t
         t = time.monotonic()
         runner = ScenarioRunner(lab, run_dir, progress=progress)

@@ -110,13 +110,13 @@ class ScenarioRunner:
         elif isinstance(step, StartStep):
             self._start(step.start)
         elif isinstance(step, StopServiceStep):
-            res = self.lab.exec(step.stop_service, "/etc/testbed/service stop")
+            res = self.lab.exec(step.stop_service, "sh /etc/testbed/service stop")
             record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
         elif isinstance(step, StartServiceStep):
-            host = self.plan.hosts[step.start_service]
-            res = self.lab.exec(host.name, "/etc/testbed/service start")
+            host = step.start_service
+            res = self.lab.exec(host, "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done",
+                                timeout=60)
             record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
-            self.lab.wait_ready(host.name, adapter_for(host.software).ready_command(host))
         elif isinstance(step, FlushStep):
             hosts = mta_hosts(self.plan) if step.flush == "all" else list(step.flush)
             self.flush([h for h in hosts if h not in self._down], record)
@@ -154,8 +154,7 @@ class ScenarioRunner:
             self.progress(f"  {spec.id} not accepted by {spec.via}: {reply or res.stderr.strip()}")
 
     def _start(self, host_name: str) -> None:
-        host = self.plan.hosts[host_name]
-        self.lab.start(host_name, adapter_for(host.software).ready_command(host))
+        self.lab.start(host_name)
         self._down.discard(host_name)
 
     def flush(self, hosts: list[str], record: StepRecord) -> None:
@@ -233,16 +232,25 @@ class ScenarioRunner:
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
-            cmd = f"{adapter.queue_command()}; echo {_LOG_MARK}; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
-            res = self.lab.exec(host, cmd, timeout=30)
+            cmd = (
+                f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
+                f"echo {_LOG_MARK} $rc; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
+            )
+            res = self.lab.exec(host, cmd, timeout=15)
             head, mark, tail = res.stdout.partition(_LOG_MARK)
             if res.rc == 125 or not mark:
-                return _Probe(None, 0)
+                if not self.lab.running(host):
+                    return _Probe(None, 0)
+                raise ScenarioError(f"cannot read the queue of {host}: {(res.stdout + res.stderr).strip()[-500:]}")
+            rc, _, size = tail.strip().partition("\n")
+            if rc.strip() != "0":
+                raise ScenarioError(
+                    f"`{adapter.queue_command()}` failed on {host} (exit {rc.strip()}): {head.strip()[-500:]}"
+                )
             try:
-                size = int(tail.strip() or 0)
+                return _Probe(adapter.parse_queue(head), int(size.strip() or 0))
             except ValueError:
-                size = 0
-            return _Probe(adapter.parse_queue(head), size)
+                return _Probe(adapter.parse_queue(head), 0)
 
         if not hosts:
             return {}

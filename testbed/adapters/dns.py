@@ -28,4 +28,5 @@ class DnsServerAdapter(HostAdapter):
         ]
 
     def ready_command(self, host: HostPlan) -> str:
-        return f"grep -q 'testbed-dns: listening' {LOG_DIR}/dns-server.log"
+        # Sockets, not the log line: after a service restart the old line is still there.
+        return "ss -Hlun 'sport = :53' | grep -q . && ss -Hltn 'sport = :53' | grep -q LISTEN"
