@@ -22,6 +22,30 @@ def maildir_dump_command(maildir: str, limit: int = 262144) -> str:
     )
 
 
+_IMAP_SCRIPT = """
+import imaplib, sys
+server, user, password = sys.argv[1:4]
+imap = imaplib.IMAP4(server, 143)
+imap.login(user, password)
+imap.select("INBOX", readonly=True)
+for num in imap.search(None, "ALL")[1][0].split():
+    data = imap.fetch(num, "(BODY.PEEK[])")[1][0][1]
+    sys.stdout.write("\\n%sINBOX/%s\\n" % (MARKER, num.decode()))
+    sys.stdout.write(data.decode("utf-8", "replace").replace("\\r\\n", "\\n"))
+imap.logout()
+"""
+
+
+def imap_dump_command(server: str, user: str, password: str) -> str:
+    """Read a mailbox the way a user does: log in over IMAP and fetch every message.
+
+    Run on a client host (it has python3); the output has the same markers as
+    the Maildir dump, so one parser reads both.
+    """
+    script = _IMAP_SCRIPT.replace("MARKER", repr(_MARKER))
+    return " ".join(shlex.quote(a) for a in ("python3", "-c", script, server, user, password))
+
+
 def parse_maildir_dump(text: str) -> list[MailboxMessage]:
     messages = []
     chunks = text.split("\n" + _MARKER)

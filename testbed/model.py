@@ -43,6 +43,9 @@ SOFTWARE: dict[str, tuple[str, ...]] = {
     "router": ("linux",),
 }
 
+#: MTAs that can keep mailboxes themselves (Postfix's virtual delivery to Maildir).
+SELF_STORING = ("postfix",)
+
 NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"
 FQDN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9._%+-]+@([a-z0-9-]+\.)+[a-z]{2,63}$")
@@ -148,6 +151,8 @@ class Domain(Strict):
     mx: dict[Name, int] = Field(default_factory=dict)
     mailboxes: list[Annotated[str, Field(pattern=r"^[a-z0-9._+-]+$")]] = Field(default_factory=list)
     mailbox_host: Name | None = None
+    #: A Dovecot host holding the mailboxes; the mailbox host delivers to it over LMTP.
+    mailstore: Name | None = None
     relay: Name | None = None
 
     @field_validator("mx")
@@ -317,7 +322,14 @@ MessageState = Literal["delivered", "returned", "queued", "bounce-queued", "lost
 class Expectation(Strict):
     description: str = ""
     #: Only check when these hosts run this software (per-MTA outcomes differ).
-    when: dict[Name, str] = Field(default_factory=dict)
+    when: dict[Name, list[str]] = Field(default_factory=dict)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
 
 class MessageExpect(Expectation):
@@ -720,7 +732,7 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
 
 def _check_domains(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
-    stores = {n for n, h in top.hosts.items() if h.kind in ("mta", "mailstore")}
+    stores = set(top.hosts_of_kind("mailstore"))
     mtas = set(top.hosts_of_kind("mta"))
     for dname, dom in top.domains.items():
         loc: Loc = ("domains", dname)
@@ -731,10 +743,19 @@ def _check_domains(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("mx", host), f"MX hosts must be mta hosts, expected {_one_of(mtas)}"))
         if dom.relay and dom.relay not in mtas:
             out.append((loc + ("relay",), f"unknown mta host {dom.relay!r}, expected {_one_of(mtas)}"))
-        if dom.mailbox_host and dom.mailbox_host not in stores:
-            out.append((loc + ("mailbox_host",), f"expected an mta or mailstore host, {_one_of(stores)}"))
+        if dom.mailbox_host and dom.mailbox_host not in mtas:
+            out.append((loc + ("mailbox_host",), f"expected an mta host, {_one_of(mtas)}"))
         if dom.mailboxes and not dom.mx and not dom.mailbox_host:
             out.append((loc + ("mx",), "a domain with mailboxes needs an MX host"))
+        if dom.mailstore and dom.mailstore not in stores:
+            out.append((loc + ("mailstore",), f"expected a mailstore host, {_one_of(stores)}"))
+        final = top.mailbox_host(dname)
+        if dom.mailboxes and not dom.mailstore and final in mtas and top.software_of(final) not in SELF_STORING:
+            out.append((
+                loc + ("mailstore",),
+                f"{final} runs {top.software_of(final)}, which delivers only to a mailstore: "
+                f"add a Dovecot host and name it here, {_one_of(stores)}",
+            ))
     return out
 
 

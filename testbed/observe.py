@@ -10,11 +10,16 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from dataclasses import dataclass
+
 from .adapters import mta_adapter
 from .adapters.dns import QUERY_LOG
+from .adapters.dovecot import DovecotAdapter
 from .events import MailboxMessage, MailEvent, QueueEntry
 from .fabric import Lab
-from .plan import LabPlan
+from .mailbox import imap_dump_command, parse_maildir_dump
+from .model import reachable_segments
+from .plan import HostPlan, LabPlan, mailbox_password
 
 
 def mta_hosts(plan: LabPlan) -> list[str]:
@@ -68,27 +73,67 @@ def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
     return events
 
 
-def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage]]:
-    """Every mailbox of the topology, read where its domain's mail is stored."""
-    plan = lab.plan
-    wanted: list[tuple[str, str, str]] = []  # (address, host, command)
+@dataclass(frozen=True)
+class MailboxReader:
+    """Where and how one mailbox is read."""
+
+    address: str
+    host: str  # the container the command runs in
+    command: str
+    how: str  # "imap from client", "doveadm", "maildir"
+
+
+def mailbox_readers(plan: LabPlan) -> list[MailboxReader]:
+    """Read each mailbox over IMAP from a client host, like a user (else inside its store)."""
+    readers = []
+    top = plan.topology
+    for dname, dom in top.domains.items():
+        for user in dom.mailboxes:
+            address = f"{user}@{dname}"
+            if dom.mailstore:
+                store = plan.hosts[dom.mailstore]
+                client = _imap_client(plan, store)
+                if client:
+                    host, server = client
+                    cmd = imap_dump_command(server, address, mailbox_password(address))
+                    readers.append(MailboxReader(address, host, cmd, "imap from client"))
+                else:
+                    cmd = DovecotAdapter().mailbox_command(address)
+                    readers.append(MailboxReader(address, store.name, cmd, "doveadm"))
+                continue
+            final = top.mailbox_host(dname)
+            if final is None:
+                continue
+            cmd = mta_adapter(plan.hosts[final].software).mailbox_command(dname, user)
+            if cmd:
+                readers.append(MailboxReader(address, final, cmd, "maildir"))
+    return readers
+
+
+def _imap_client(plan: LabPlan, store: HostPlan) -> tuple[str, str] | None:
+    """A client host and a store address it can reach over a family both have."""
+    reach = reachable_segments(plan.topology)
+    store_seg = store.interfaces[0].segment
     for host in plan.hosts.values():
-        if host.kind != "mta":
+        if host.kind != "client":
             continue
-        adapter = mta_adapter(host.software)
-        for domain in host.roles.local_domains:
-            for user in domain.users:
-                cmd = adapter.mailbox_command(domain.name, user)
-                if cmd:
-                    wanted.append((f"{user}@{domain.name}", host.name, cmd))
-    results = _parallel(lambda addr: _read_box(lab, wanted, addr), [w[0] for w in wanted])
-    return results
+        for family in ("ipv6", "ipv4"):
+            addrs = store.addresses(family)
+            if addrs and family in host.families and store_seg in reach[family].get(host.interfaces[0].segment, ()):
+                return host.name, str(addrs[0])
+    return None
 
 
-def _read_box(lab: Lab, wanted: list[tuple[str, str, str]], address: str) -> list[MailboxMessage]:
-    _, host, cmd = next(w for w in wanted if w[0] == address)
-    adapter = mta_adapter(lab.plan.hosts[host].software)
-    return adapter.parse_mailbox(lab.exec(host, cmd, timeout=30).stdout)
+def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage] | None]:
+    """Every mailbox of the topology; None for one that could not be read."""
+    readers = {r.address: r for r in mailbox_readers(lab.plan)}
+
+    def read(address: str) -> list[MailboxMessage] | None:
+        r = readers[address]
+        res = lab.exec(r.host, r.command, timeout=30)
+        return parse_maildir_dump(res.stdout) if res.ok else None
+
+    return _parallel(read, list(readers))
 
 
 def dns_queries(lab: Lab) -> list[dict[str, Any]]:

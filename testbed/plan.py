@@ -98,10 +98,13 @@ class Route:
 class LocalDomain:
     name: str
     users: tuple[str, ...]
+    #: FQDN of the Dovecot host the final MX delivers to over LMTP (None: the MTA stores it).
+    mailstore: str | None = None
 
 
 @dataclass(frozen=True)
 class MailRoles:
+    #: Domains whose mail this host accepts as final MX (for a mailstore: whose mailboxes it holds).
     local_domains: tuple[LocalDomain, ...] = ()
     relay_domains: tuple[str, ...] = ()  # backup MX for these
     submission_for: tuple[str, ...] = ()  # outbound relay of these domains
@@ -319,6 +322,11 @@ def _image_of(kind: str, software: str) -> str:
     return {"router": "base", "dns": "dns", "client": "client"}.get(kind, software)
 
 
+def mailbox_password(address: str) -> str:
+    """Every lab mailbox has the same, documented password (it is a lab)."""
+    return "testbed"
+
+
 def _plan_segments(
     top: Topology, run_id: str, caps: EngineCaps, used: Sequence[IPNetwork]
 ) -> dict[str, SegmentPlan]:
@@ -461,11 +469,14 @@ def _plan_roles(
     relay: dict[str, list[str]] = {}
     submission: dict[str, list[str]] = {}
     for dname, dom in top.domains.items():
-        store = top.mailbox_host(dname)
-        if store:
-            local.setdefault(store, []).append(LocalDomain(dname, tuple(dom.mailboxes)))
+        final = top.mailbox_host(dname)
+        store_fqdn = top.fqdn_of(dom.mailstore) if dom.mailstore else None
+        if final:
+            local.setdefault(final, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
+        if dom.mailstore:
+            local.setdefault(dom.mailstore, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
         for mx in dom.mx:
-            if mx != store:
+            if mx != final:
                 relay.setdefault(mx, []).append(dname)
         if dom.relay:
             submission.setdefault(dom.relay, []).append(dname)

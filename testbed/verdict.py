@@ -50,9 +50,9 @@ def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
     checks = []
     for index, exp in enumerate(plan.topology.expect):
         kind = next(k for k in ("message", "dns", "mailbox", "queue", "log") if k in type(exp).model_fields)
-        mismatch = {h: sw for h, sw in exp.when.items() if plan.hosts[h].software != sw}
+        mismatch = {h: sw for h, sw in exp.when.items() if plan.hosts[h].software not in sw}
         if mismatch:
-            detail = "applies only when " + ", ".join(f"{h} runs {sw}" for h, sw in exp.when.items())
+            detail = "applies only when " + ", ".join(f"{h} runs {' or '.join(sw)}" for h, sw in exp.when.items())
             checks.append(Check(index, kind, exp.description, "n/a", detail))
             continue
         failures, facts = _CHECKERS[kind](plan, obs, exp)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .base import HostAdapter, MtaAdapter, RenderedFile
 from .client import SwaksClient
 from .dns import DnsServerAdapter
+from .dovecot import DovecotAdapter
 from .postfix import PostfixAdapter
 from .router import RouterAdapter
 
 _ADAPTERS: dict[str, HostAdapter] = {
-    a.software: a for a in (PostfixAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
+    a.software: a
+    for a in (PostfixAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
 }
 
 

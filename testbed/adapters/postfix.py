@@ -53,10 +53,15 @@ class PostfixAdapter(MtaAdapter):
             "timing": plan.topology.timing,
             "inet_protocols": {"ipv4": "ipv4", "ipv6": "ipv6", "dual": "all"}[host.stack],
             "roles_summary": roles_summary(host),
+            "lmtp_domains": [d for d in host.roles.local_domains if d.mailstore],
         }
         return [
             RenderedFile("/etc/postfix/main.cf", render("postfix/main.cf.j2", **ctx)),
             RenderedFile("/etc/postfix/vmailbox", render("postfix/vmailbox.j2", **ctx)),
+            RenderedFile(
+                "/etc/postfix/transport",
+                "".join(f"{d.name} lmtp:inet:{d.mailstore}:24\n" for d in ctx["lmtp_domains"]),
+            ),
             # texthash format ("key value"), read without newaliases.
             RenderedFile("/etc/aliases", "postmaster root\nmailer-daemon postmaster\n"),
             RenderedFile("/etc/mailname", host.fqdn + "\n"),

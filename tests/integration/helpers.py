@@ -14,11 +14,19 @@ def dns_queries(lab, client: str | None = None) -> list[dict]:
     return queries
 
 
-def maildir(lab, host: str, domain: str, user: str) -> list[str]:
-    """Contents of every message in a Postfix virtual Maildir."""
-    h = lab.host(host)
-    listing = h.run(f"ls /var/mail/vhosts/{domain}/{user}/new/ 2>/dev/null").stdout.split()
-    return [h.file(f"/var/mail/vhosts/{domain}/{user}/new/{name}").content_string for name in listing]
+def mailbox(lab, address: str) -> list[str]:
+    """Every message in a user's INBOX, read with doveadm inside the domain's Dovecot."""
+    domain = address.split("@", 1)[1]
+    store = lab.host(lab.plan.topology.domains[domain].mailstore)
+    count = store.check_output("doveadm mailbox status -u %s messages INBOX", address)
+    assert count.startswith("INBOX messages="), count
+    texts = []
+    for uid in store.check_output("doveadm search -u %s mailbox INBOX ALL", address).split("\n"):
+        if uid.strip():
+            uid = uid.split()[1]
+            texts.append(store.check_output("doveadm fetch -u %s text mailbox INBOX uid %s", address, uid))
+    assert len(texts) == int(count.rsplit("=", 1)[1])
+    return texts
 
 
 def mail_log(lab, host: str) -> str:

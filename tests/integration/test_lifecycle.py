@@ -66,13 +66,14 @@ def test_down_removes_a_kept_lab(docker_client, labs, tmp_path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     [kept] = run_ids(docker_client) - before
     res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", kept], cwd=REPO, capture_output=True, text=True)
-    assert res.returncode == 0 and "removed 6 container(s) and 2 network(s)" in res.stdout
+    assert res.returncode == 0 and "removed 8 container(s) and 2 network(s)" in res.stdout
     assert kept not in run_ids(docker_client)
 
 
 def test_run_directory_has_the_evidence(labs) -> None:
     run_dir = labs[("mx-routing", "broken")].result.run_dir.path
     for rel in ("result.json", "plan.json", "events.jsonl", "dns-queries.jsonl", "queues/final.json",
-                "mailboxes.json", "logs/mx20/mail.log", "config/mx20/etc/postfix/main.cf", "sends/m1.txt"):
+                "mailboxes.json", "logs/mx20/mail.log", "config/mx20/etc/postfix/main.cf", "sends/m1.txt",
+                "config/bb-imap/etc/dovecot/dovecot.conf"):
         assert (run_dir / rel).is_file(), rel
     assert any(run_dir.glob("queues/step-*.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-HOSTS = ("router", "dns", "client", "relay", "mail", "mx10", "mx20", "mx30")
+HOSTS = ("router", "dns", "client", "relay", "mail", "mx10", "mx20", "mx30", "bb-imap", "sk-imap")
 
 
 def test_ipv4_only_host_has_no_ipv6_at_all(mx_broken) -> None:

@@ -8,7 +8,7 @@ tracker cannot make a failure look reproduced.
 from __future__ import annotations
 
 import pytest
-from helpers import dns_queries, explain, mail_log, maildir
+from helpers import dns_queries, explain, mail_log, mailbox
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_relay_bounce_broken_bounce_is_lost_at_the_relay(rb_broken) -> None:
     assert "warning: no MX host for skimbee.net has a valid address record" in log
     assert "dsn=5.4.4, status=bounced" in log
     assert rb_broken.host("relay").check_output("postqueue -j") == ""  # nothing left to retry
-    assert maildir(rb_broken, "mail", "skimbee.net", "user") == []
+    assert mailbox(rb_broken, "user@skimbee.net") == []
     assert "NOQUEUE: reject: RCPT from relay.skimbee.net" in mail_log(rb_broken, "mx10")
 
 
@@ -48,7 +48,7 @@ def test_relay_bounce_broken_relay_never_asks_aaaa(rb_broken) -> None:
 
 
 def test_relay_bounce_fixed_bounce_reaches_the_sender(rb_fixed) -> None:
-    [dsn] = maildir(rb_fixed, "mail", "skimbee.net", "user")
+    [dsn] = mailbox(rb_fixed, "user@skimbee.net")
     assert "Undelivered Mail Returned to Sender" in dsn
     assert rb_fixed.result.histories["m1"].message_id in dsn
     assert "report-type=delivery-status" in dsn
@@ -56,10 +56,19 @@ def test_relay_bounce_fixed_bounce_reaches_the_sender(rb_fixed) -> None:
     assert relay_to_mail and relay_to_mail[0]["answers"]
 
 
-def test_control_messages_are_delivered(rb_broken, mx_broken) -> None:
+def test_control_messages_are_delivered_into_dovecot(rb_broken, mx_broken) -> None:
     for lab in (rb_broken, mx_broken):
-        [msg] = maildir(lab, "mx10", "brainbird.nl", "user")
+        [msg] = mailbox(lab, "user@brainbird.nl")
         assert lab.result.histories["m2"].message_id in msg
+        assert "status=sent (250 2.0.0 <user@brainbird.nl>" in mail_log(lab, "mx10")  # LMTP reply
+        dovecot_log = lab.host("bb-imap").file("/var/log/testbed/dovecot.log").content_string
+        assert f"msgid={lab.result.histories['m2'].message_id}: saved mail to INBOX" in dovecot_log
+
+
+def test_dovecot_listens_per_stack(mx_broken, rb_broken) -> None:
+    assert mx_broken.host("sk-imap").socket("tcp://0.0.0.0:143").is_listening  # IPv4-only store
+    assert not mx_broken.host("sk-imap").socket("tcp://:::143").is_listening
+    assert rb_broken.host("sk-imap").socket("tcp://:::24").is_listening  # IPv6-only store
 
 
 # --- mx-routing (slides 15-22) ------------------------------------------------------------
@@ -84,7 +93,7 @@ def test_mx_routing_broken_bounce_dies_at_mx20(mx_broken) -> None:
     assert "warning: no MX host for skimbee.net has a valid address record" in log
     assert "type=AAAA: Host found but no data record of requested type" in log
     assert mx20.check_output("postqueue -j") == ""
-    assert maildir(mx_broken, "mail", "skimbee.net", "user") == []
+    assert mailbox(mx_broken, "user@skimbee.net") == []
 
 
 def test_mx_routing_broken_dns_families(mx_broken) -> None:
@@ -97,7 +106,7 @@ def test_mx_routing_broken_dns_families(mx_broken) -> None:
 
 
 def test_mx_routing_fixed_bounce_reaches_the_sender(mx_fixed) -> None:
-    [dsn] = maildir(mx_fixed, "mail", "skimbee.net", "user")
+    [dsn] = mailbox(mx_fixed, "user@skimbee.net")
     assert mx_fixed.result.histories["m1"].message_id in dsn
     assert "MAILER-DAEMON@mx20.brainbird.nl" in dsn
     relay_log = mail_log(mx_fixed, "relay")

@@ -80,7 +80,7 @@ def test_unreadable_queue_and_mailbox_fail_loudly() -> None:
 
 def test_when_clause_marks_other_software_not_applicable() -> None:
     plan = mx_routing_plan()
-    exp = plan.topology.expect[0].model_copy(update={"when": {"mx20": "exim"}})
+    exp = plan.topology.expect[0].model_copy(update={"when": {"mx20": ["exim"]}})
     topo = plan.topology.model_copy(update={"expect": [exp]})
     from dataclasses import replace
 
