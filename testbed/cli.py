@@ -297,6 +297,51 @@ def down(run_id: str | None, everything: bool) -> None:
 
 
 @main.command()
+@click.argument("run_id")
+@click.argument("action", type=click.Choice(["list", "set", "add", "clear"]))
+@click.argument("rules_file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@_guard
+def dns(run_id: str, action: str, rules_file: str | None) -> None:
+    """Show or change a running lab's DNS behaviour rules (see docs/dns.md).
+
+    RULES_FILE (YAML or JSON, `-` for stdin) holds a list of rules or presets; a
+    rule's client may be a lab host name. Bad rules are refused with every
+    problem listed, and the active rules stay as they were.
+    """
+    from . import fabric
+    from .adapters.dns import control_command
+    from .dnsserver.rules import parse_rules
+    from .plan import LABEL_ADDRESSES, LABEL_HOST, LABEL_KIND, rules_with_client_addresses
+
+    if action in ("set", "add") and not rules_file:
+        raise click.UsageError(f"`{action}` needs a RULES_FILE (or - for stdin)")
+    client = fabric.connect()
+    containers = fabric.lab_containers(client, run_id)
+    servers = [c for c in containers if (c.get("Labels") or {}).get(LABEL_KIND) == "dns"]
+    if not servers:
+        raise click.BadParameter(f"no running lab {run_id!r} with a DNS server (see `testbed ps`)", param_hint="RUN_ID")
+    rules = None
+    if rules_file:
+        with click.open_file(rules_file) as fh:
+            try:
+                rules = yaml.safe_load(fh.read())
+            except yaml.YAMLError as exc:
+                raise click.BadParameter(f"not YAML or JSON: {exc}", param_hint="RULES_FILE") from None
+        if isinstance(rules, dict) and set(rules) == {"rules"}:
+            rules = rules["rules"]
+        hosts = {(c.get("Labels") or {}).get(LABEL_HOST): (c.get("Labels") or {}).get(LABEL_ADDRESSES, "")
+                 for c in containers}
+        rules = rules_with_client_addresses(rules, {h: a.split(",") for h, a in hosts.items() if h and a})
+        _, errors = parse_rules(rules, path=Path(rules_file).name)
+        if errors:
+            _error("\n".join(str(e) for e in errors))
+            sys.exit(EXIT_INPUT)
+    res = fabric.exec_in(client, servers[0]["Id"], control_command(action, rules))
+    out.print((res.stdout + res.stderr).strip(), highlight=False, markup=False)
+    sys.exit(0 if res.ok else EXIT_INPUT)
+
+
+@main.command()
 @_guard
 def doctor() -> None:
     """Check this machine: Docker engine, API features, address pools, build tools."""

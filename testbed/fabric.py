@@ -22,7 +22,17 @@ from docker.types import IPAMConfig, IPAMPool
 
 from .adapters import RenderedFile
 from .errors import DockerUnavailable, LabError
-from .plan import LABEL_HOST, LABEL_RUN, EngineCaps, HostPlan, IPNetwork, LabPlan, SegmentPlan
+from .plan import (
+    LABEL_ADDRESSES,
+    LABEL_HOST,
+    LABEL_KIND,
+    LABEL_RUN,
+    EngineCaps,
+    HostPlan,
+    IPNetwork,
+    LabPlan,
+    SegmentPlan,
+)
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
 READY_TIMEOUT_S = 90.0
@@ -114,6 +124,27 @@ def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[in
         except docker.errors.NotFound:
             pass
     return len(containers), len(networks)
+
+
+def exec_in(client: docker.DockerClient, container: str, command: str, timeout: float = 60) -> ExecResult:
+    """`sh -c command` in a container, bounded by `timeout` (coreutils) inside it."""
+    api = client.api
+    try:
+        ex = api.exec_create(container, ["timeout", str(int(timeout)), "sh", "-c", command])
+        out, err = api.exec_start(ex["Id"], demux=True)
+        rc = api.exec_inspect(ex["Id"])["ExitCode"]
+    except docker.errors.APIError as exc:
+        return ExecResult(125, "", str(exc.explanation or exc))
+    return ExecResult(
+        rc if rc is not None else 125,
+        (out or b"").decode("utf-8", "replace"),
+        (err or b"").decode("utf-8", "replace"),
+    )
+
+
+def lab_containers(client: docker.DockerClient, run_id: str) -> list[dict]:
+    """The containers of one run, with their labels."""
+    return client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterable[str]:
@@ -276,7 +307,12 @@ class Lab:
                 image=self.images.get((plan.suite, host.image), f"testbed/{host.image}:{plan.suite}"),
                 name=host.container,
                 hostname=host.fqdn,
-                labels={**plan.labels, LABEL_HOST: host.name},
+                labels={
+                    **plan.labels,
+                    LABEL_HOST: host.name,
+                    LABEL_KIND: host.kind,
+                    LABEL_ADDRESSES: ",".join(map(str, host.addresses())),
+                },
                 host_config=host_config,
                 networking_config=networking,
                 detach=True,
@@ -336,18 +372,7 @@ class Lab:
 
     def exec(self, host: str, command: str, timeout: float = 60) -> ExecResult:
         """Run a shell command in a host; a stopped host gives rc 125 and a message."""
-        api = self.client.api
-        try:
-            ex = api.exec_create(self.container(host), ["timeout", str(int(timeout)), "sh", "-c", command])
-            out, err = api.exec_start(ex["Id"], demux=True)
-            rc = api.exec_inspect(ex["Id"])["ExitCode"]
-        except docker.errors.APIError as exc:
-            return ExecResult(125, "", str(exc.explanation or exc))
-        return ExecResult(
-            rc if rc is not None else 125,
-            (out or b"").decode("utf-8", "replace"),
-            (err or b"").decode("utf-8", "replace"),
-        )
+        return exec_in(self.client, self.container(host), command, timeout)
 
     def read_file(self, host: str, path: str) -> str:
         res = self.exec(host, f"cat {path} 2>/dev/null || true")

@@ -343,12 +343,23 @@ class MessageExpect(Expectation):
 
 
 class DnsQueryCheck(Strict):
+    """Filters (all optional) over the DNS query log, then checks on what is left."""
+
     client: Name | None = None
     name: str | None = None
-    type: str | None = None
+    type: list[str] | None = None
+    rcode: str | None = None
+    rule: str | None = None  # the behaviour rule that answered
     count: int | None = Field(None, ge=0)
     min: int | None = Field(None, ge=0)
     max: int | None = Field(None, ge=0)
+    #: Every matching query arrived within this many ms of the others (e.g. A and AAAA in parallel).
+    within_ms: float | None = Field(None, ge=0)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class DnsExpect(Expectation):
@@ -663,6 +674,7 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out += _check_hosts(top)
     out += _check_domains(top)
     out += _check_dns(top)
+    out += _check_dns_rules(top)
     out += _check_scenario(top)
     out += _check_expectations(top)
     return out
@@ -784,6 +796,43 @@ def _check_dns(top: Topology) -> list[tuple[Loc, str]]:
                 (("hosts", name), f"cannot reach the DNS server {server} over any of its address families")
             )
     return out
+
+
+def _check_dns_rules(top: Topology) -> list[tuple[Loc, str]]:
+    """Rules are checked by the DNS server's own parser, so the file fails as the server would."""
+    from .dnsserver.rules import parse_rules
+
+    lists: list[tuple[Loc, list[dict[str, Any]]]] = [(("dns", "rules"), top.dns.rules)]
+    for i, step in enumerate(top.scenario):
+        if isinstance(step, DnsStep):
+            for key in ("set", "add"):
+                rules = getattr(step.dns, key)
+                if rules is not None:
+                    lists.append((("scenario", i, "dns", key), rules))
+    out: list[tuple[Loc, str]] = []
+    for loc, rules in lists:
+        _, errors = parse_rules([_client_names_as_family(r, top) for r in rules], path="")
+        for err in errors:
+            out.append((loc + _parse_rule_path(err.path), err.message))
+    return out
+
+
+def _client_names_as_family(rule: Any, top: Topology) -> Any:
+    """A lab host name is a valid rule client (the planner turns it into addresses)."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("match"), dict) or "client" not in rule["match"]:
+        return rule
+    clients = rule["match"]["client"]
+    items = clients if isinstance(clients, list) else [clients]
+    items = ["ipv4" if isinstance(c, str) and c in top.hosts else c for c in items]
+    return {**rule, "match": {**rule["match"], "client": items}}
+
+
+def _parse_rule_path(path: str) -> Loc:
+    """'[2].match.client' -> (2, 'match', 'client')."""
+    loc: list[str | int] = []
+    for part in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path):
+        loc.append(int(part[0]) if part[0] else part[1])
+    return tuple(loc)
 
 
 def reachable_segments(top: Topology) -> dict[str, dict[str, set[str]]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,8 @@ LABEL_RUN = "testbed.run"
 LABEL_LAB = "testbed.lab"
 LABEL_VARIANT = "testbed.variant"
 LABEL_HOST = "testbed.host"
+LABEL_KIND = "testbed.kind"
+LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed dns` rules by host name
 
 ROUTER_FIRST_ID = 2
 HOST_FIRST_ID = 10
@@ -200,8 +202,28 @@ class LabPlan:
                 }
                 for z in self.zones
             ],
-            "rules": list(self.topology.dns.rules),
+            "rules": self.dns_rules(self.topology.dns.rules),
         }
+
+    def dns_rules(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rules for the DNS server: a client given as a lab host name becomes its addresses."""
+        addresses = {name: [str(a) for a in h.addresses()] for name, h in self.hosts.items()}
+        return rules_with_client_addresses(rules, addresses)
+
+
+def rules_with_client_addresses(rules: Any, addresses: Mapping[str, Sequence[str]]) -> Any:
+    """DNS rules whose client is a lab host name get that host's addresses instead."""
+    if not isinstance(rules, list):
+        return rules
+    out = []
+    for rule in rules:
+        match = rule.get("match") if isinstance(rule, dict) else None
+        if isinstance(match, dict) and "client" in match:
+            items = match["client"] if isinstance(match["client"], list) else [match["client"]]
+            items = [a for c in items for a in (addresses.get(c, [c]) if isinstance(c, str) else [c])]
+            rule = {**rule, "match": {**match, "client": items}}
+        out.append(rule)
+    return out
 
 
 def _soa(server_fqdn: str) -> dict[str, Any]:

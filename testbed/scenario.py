@@ -7,8 +7,6 @@ been quiet for a short window.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ from typing import Any
 
 from .adapters import adapter_for, mta_adapter
 from .adapters.client import SwaksClient
-from .adapters.dns import CONTROL_SOCKET
+from .adapters.dns import control_command
 from .errors import LabError
 from .events import QueueEntry
 from .fabric import Lab
@@ -218,7 +216,8 @@ class ScenarioRunner:
             actions.append(("add", spec.add))
         outputs = []
         for verb, rules in actions:
-            res = self.lab.exec(self.plan.dns_server, dns_control_command(verb, rules))
+            rules = self.plan.dns_rules(rules) if rules is not None else None
+            res = self.lab.exec(self.plan.dns_server, control_command(verb, rules))
             if not res.ok:
                 raise ScenarioError(f"the DNS server refused `{verb}`: {(res.stdout + res.stderr).strip()}")
             outputs.append(res.stdout.strip())
@@ -275,15 +274,6 @@ class ScenarioRunner:
             else:
                 del self._flushed[host]
         return pending
-
-
-def dns_control_command(verb: str, rules: list[dict[str, Any]] | None) -> str:
-    """Shell command run in the DNS container to change its rules (testbed.dnsserver.ctl)."""
-    ctl = f"python3 -m testbed.dnsserver.ctl --control {CONTROL_SOCKET}"
-    if rules is None:
-        return f"{ctl} {verb}"
-    payload = base64.b64encode(json.dumps(rules).encode()).decode()
-    return f"echo {payload} | base64 -d | {ctl} {verb} -"
 
 
 def _last_reply(swaks_output: str) -> str | None:

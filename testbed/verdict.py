@@ -62,8 +62,20 @@ def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
 
 
 def _describe(exp: Any) -> str:
+    """`dns: client=relay type=MX count=0` for an expectation without a description."""
     data = exp.model_dump(exclude_defaults=True, exclude={"description", "when"})
-    return ", ".join(f"{k}={v}" for k, v in data.items())
+
+    def flat(value: Any) -> str:
+        if isinstance(value, dict):
+            return " ".join(f"{k}={flat(v)}" for k, v in value.items())
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return str(value)
+
+    kind = next(iter(data), "")
+    if isinstance(data.get(kind), dict):
+        return f"{kind}: {flat(data.pop(kind))}" + (f" {flat(data)}" if data else "")
+    return flat(data)
 
 
 def _message(plan: LabPlan, obs: Observation, exp: MessageExpect) -> tuple[list[str], list[str]]:
@@ -95,13 +107,23 @@ def _dns(plan: LabPlan, obs: Observation, exp: DnsExpect) -> tuple[list[str], li
         addrs = {str(a) for a in plan.hosts[check.client].addresses()}
         queries = [q for q in queries if q.get("client") in addrs]
     if check.type:
-        queries = [q for q in queries if str(q.get("type", "")).upper() == check.type.upper()]
+        wanted_types = {t.upper() for t in check.type}
+        queries = [q for q in queries if str(q.get("type", "")).upper() in wanted_types]
     if check.name:
         want = check.name.rstrip(".").lower()
         queries = [q for q in queries if str(q.get("name", "")).rstrip(".").lower() == want]
+    if check.rcode:
+        queries = [q for q in queries if str(q.get("rcode", "")).upper() == check.rcode.upper()]
+    if check.rule:
+        queries = [q for q in queries if q.get("rule") == check.rule]
     n = len(queries)
-    what = " ".join(filter(None, [check.type or "", "queries", f"for {check.name}" if check.name else "",
-                                  f"from {check.client}" if check.client else ""]))
+    what = " ".join(filter(None, [
+        "/".join(check.type or []), "queries",
+        f"for {check.name}" if check.name else "",
+        f"from {check.client}" if check.client else "",
+        f"answered {check.rcode}" if check.rcode else "",
+        f"by rule {check.rule}" if check.rule else "",
+    ]))
     fails = []
     if check.count is not None and n != check.count:
         fails.append(f"{what}: expected {check.count}, saw {n}")
@@ -109,7 +131,17 @@ def _dns(plan: LabPlan, obs: Observation, exp: DnsExpect) -> tuple[list[str], li
         fails.append(f"{what}: expected at least {check.min}, saw {n}")
     if check.max is not None and n > check.max:
         fails.append(f"{what}: expected at most {check.max}, saw {n}")
-    return fails, [f"{what}: {n}"]
+    facts = [f"{what}: {n}"]
+    if check.within_ms is not None:
+        times = sorted(float(q["t_ms"]) for q in queries if "t_ms" in q)
+        spread = times[-1] - times[0] if len(times) > 1 else None
+        if spread is None:
+            fails.append(f"{what}: need at least two queries to measure their spread, saw {len(times)}")
+        elif spread > check.within_ms:
+            fails.append(f"{what}: {spread:.1f} ms apart, expected within {check.within_ms:g} ms")
+        else:
+            facts.append(f"{spread:.1f} ms apart")
+    return fails, facts
 
 
 def _mailbox(plan: LabPlan, obs: Observation, exp: MailboxExpect) -> tuple[list[str], list[str]]:

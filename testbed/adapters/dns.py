@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..templating import render
 from .base import LOG_DIR, SERVICE_SCRIPT, HostAdapter, RenderedFile
@@ -30,3 +31,13 @@ class DnsServerAdapter(HostAdapter):
     def ready_command(self, host: HostPlan) -> str:
         # Sockets, not the log line: after a service restart the old line is still there.
         return "ss -Hlun 'sport = :53' | grep -q . && ss -Hltn 'sport = :53' | grep -q LISTEN"
+
+
+def control_command(verb: str, rules: list[dict[str, Any]] | None = None) -> str:
+    """Shell command, run in the DNS container, that lists or changes the live rules."""
+    ctl = f"python3 -m testbed.dnsserver.ctl --control {CONTROL_SOCKET}"
+    if rules is None:
+        return f"{ctl} {verb}"
+    # base64: the rules pass through `sh -c` untouched, whatever quotes they hold.
+    payload = base64.b64encode(json.dumps(rules).encode()).decode()
+    return f"echo {payload} | base64 -d | {ctl} {verb} -"

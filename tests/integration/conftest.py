@@ -23,7 +23,7 @@ from testbed.runner import RunOptions, RunResult, ensure_images_for, plan_runs, 
 from testbed.source import load_yaml
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
-REPRODUCTIONS = ("mx-routing", "relay-bounce")
+REPRODUCTIONS = ("mx-routing", "relay-bounce", "dns-servfail")
 
 
 @dataclass
@@ -84,3 +84,8 @@ def rb_broken(labs) -> LiveLab:
 @pytest.fixture(scope="session")
 def rb_fixed(labs) -> LiveLab:
     return labs[("relay-bounce", "fixed")]
+
+
+@pytest.fixture(scope="session")
+def dns_lab(labs) -> LiveLab:
+    return labs[("dns-servfail", "servfail")]

@@ -12,7 +12,15 @@ from helpers import dns_queries, explain, mail_log, mailbox
 
 
 @pytest.mark.parametrize(
-    "key", [("mx-routing", "broken"), ("mx-routing", "fixed"), ("relay-bounce", "broken"), ("relay-bounce", "fixed")]
+    "key",
+    [
+        ("mx-routing", "broken"),
+        ("mx-routing", "fixed"),
+        ("relay-bounce", "broken"),
+        ("relay-bounce", "fixed"),
+        ("dns-servfail", "servfail"),
+        ("dns-servfail", "healthy"),
+    ],
 )
 def test_verdict_holds(labs, key) -> None:
     result = labs[key].result
