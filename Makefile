@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce test unit integration bench down clean
+        reproduce matrix test unit integration bench down clean
 
 all: test
 
@@ -64,3 +64,8 @@ down: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Every reproduction x variant x MTA (plus mixed assignments): an outcomes table.
+# SUITES="bookworm trixie" compares Debian releases; MTAS="exim" narrows it down.
+matrix: $(STAMP) host-tools
+	$(BIN)/testbed matrix $(foreach s,$(SUITES),--suite $(s)) $(foreach m,$(MTAS),--mta $(m))

@@ -282,6 +282,53 @@ def reproduce(name: str, sets, mta, suite, as_json, keep, runs) -> None:
 
 
 @main.command()
+@click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES), help="Debian release(s) (default: bookworm).")
+@click.option("--mta", "mtas", multiple=True, type=click.Choice(SOFTWARE["mta"]), help="Only these MTAs (default: all).")
+@click.option("--jobs", type=click.IntRange(1, 8), default=2, show_default=True, help="Labs running at once.")
+@click.option("--spec", type=click.Path(dir_okay=False), help="Matrix file (default: topologies/matrices/default.yaml).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where matrix.md/.json go (default: runs/matrix-TIME).")
+@_guard
+def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> None:
+    """Run every reproduction with every MTA (and mixed assignments); write an outcomes table."""
+    import time
+
+    from . import fabric
+    from . import matrix as mx
+    from .rundir import runs_root
+    from .runner import RunOptions, ensure_images_for_topologies, plan_runs, run_plans
+
+    topologies = REPO_ROOT / "topologies"
+    spec_model = mx.load_spec(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies)
+    todo = mx.cells(spec_model, topologies, list(suites) or ["bookworm"], list(mtas) or None)
+    client = fabric.connect()
+    target = Path(out_dir) if out_dir else runs_root() / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.mkdir(parents=True, exist_ok=True)
+    options = RunOptions(runs_root=target / "runs", progress=lambda label, msg: None)
+    topos = [mx.topology_for(c, topologies) for c in todo]
+    image_ids = ensure_images_for_topologies([(t, t.suite) for t in topos], progress=_image_progress)
+    rows = []
+    started = time.monotonic()
+    for i in range(0, len(todo), jobs):
+        batch = todo[i : i + jobs]
+        results = run_plans(client, plan_runs(client, topos[i : i + jobs]), options, image_ids)
+        for cell, result in zip(batch, results):
+            row = mx.outcome(cell, result)
+            rows.append(row)
+            mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
+            console.print(f"[{len(rows)}/{len(todo)}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
+                          f"{row['state']} {mark} ({row['expectations']})", highlight=False)
+    elapsed = time.monotonic() - started
+    table = mx.markdown(rows)
+    changes = mx.suite_changes(rows)
+    (target / "matrix.md").write_text(
+        f"# MTA matrix\n\n{len(rows)} labs in {elapsed:.0f} s\n\n{table}\n{changes}")
+    (target / "matrix.json").write_text(json.dumps({"elapsed_s": round(elapsed, 1), "rows": rows}, indent=2) + "\n")
+    out.print(table + ("\n" + changes if changes else ""), highlight=False, markup=False)
+    out.print(f"{len(rows)} labs in {elapsed:.0f} s; table: {target / 'matrix.md'}", highlight=False)
+    sys.exit(0 if all(r["as_expected"] for r in rows) else EXIT_FAILED)
+
+
+@main.command()
 @click.argument("run_id", required=False)
 @click.option("--all", "everything", is_flag=True, help="Remove the objects of every testbed run.")
 @_guard

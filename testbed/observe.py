@@ -12,7 +12,7 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from .adapters import mta_adapter
+from .adapters import adapter_for, mta_adapter
 from .adapters.dns import QUERY_LOG
 from .adapters.dovecot import DovecotAdapter
 from .events import MailboxMessage, MailEvent, QueueEntry
@@ -134,6 +134,19 @@ def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage] | None]:
         return parse_maildir_dump(res.stdout) if res.ok else None
 
     return _parallel(read, list(readers))
+
+
+def versions(lab: Lab) -> dict[str, str]:
+    """The version of each piece of software in the lab, asked of one running host each."""
+    found: dict[str, str] = {}
+    for host in lab.plan.hosts.values():
+        command = adapter_for(host.software).version_command()
+        if host.software in found or not command or not lab.running(host.name):
+            continue
+        res = lab.exec(host.name, command, timeout=15)
+        if res.ok and res.stdout.strip():
+            found[host.software] = res.stdout.strip().splitlines()[0]
+    return found
 
 
 def dns_queries(lab: Lab) -> list[dict[str, Any]]:

@@ -327,7 +327,7 @@ def plan_lab(
             software=top.software_of(name),
             fqdn=top.fqdn_of(name),
             stack=stack,
-            image=_image_of(host.kind, top.software_of(name)),
+            image=image_of(host.kind, top.software_of(name)),
             container=f"tb-{run_id}-{name}",
             interfaces=tuple(interfaces[name]),
             routes=tuple(routes[name]),
@@ -340,7 +340,8 @@ def plan_lab(
     return LabPlan(run_id, top, suite, caps, segments, hosts, zones, dns_name, labels)
 
 
-def _image_of(kind: str, software: str) -> str:
+def image_of(kind: str, software: str) -> str:
+    """The image (testbed/<image>:<suite>) a host of this kind and software runs."""
     return {"router": "base", "dns": "dns", "client": "client"}.get(kind, software)
 
 

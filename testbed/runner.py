@@ -28,7 +28,7 @@ from . import fabric, observe
 from .errors import LabError, TestbedError
 from .fabric import Lab
 from .model import Topology
-from .plan import IPNetwork, LabPlan, plan_lab
+from .plan import IPNetwork, LabPlan, image_of, plan_lab
 from .preflight import check_pools, host_reserved
 from .render import lab_files, write_tree
 from .rundir import RunDir, runs_root
@@ -61,6 +61,7 @@ class RunResult:
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False
+    versions: dict[str, str] = field(default_factory=dict)  # software -> version seen in the lab
 
     @property
     def label(self) -> str:
@@ -79,7 +80,8 @@ class RunResult:
             "variant": topo.variant,
             "run_id": self.plan.run_id,
             "suite": self.plan.suite,
-            "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind == "mta"},
+            "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind in ("mta", "mailstore")},
+            "versions": self.versions,
             "passed": self.passed,
             "error": self.error,
             "expectations": [c.to_dict() for c in self.checks],
@@ -117,11 +119,20 @@ ImageIds = dict[tuple[str, str], str]  # (suite, image name) -> image id
 
 def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> ImageIds:
     """Build what the plans need; containers are then created from these exact ids."""
+    return ensure_images_for_topologies([(p.topology, p.suite) for p in plans], progress)
+
+
+def ensure_images_for_topologies(
+    topologies: Sequence[tuple[Topology, str]], progress: Progress = _quiet
+) -> ImageIds:
+    """Build the images of (topology, suite) pairs, each suite once."""
     from .images import ensure_images
 
     by_suite: dict[str, set[str]] = {}
-    for plan in plans:
-        by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+    for topo, suite in topologies:
+        by_suite.setdefault(suite, set()).update(
+            image_of(h.kind, topo.software_of(name)) for name, h in topo.hosts.items()
+        )
     ids: ImageIds = {}
     for suite, names in sorted(by_suite.items()):
         built = ensure_images(sorted(names), suite, progress=lambda image, msg: progress(f"image {image}", msg))
@@ -226,6 +237,7 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
         message_ids=runner.message_ids,
     )
     result.checks = evaluate(plan, obs)
+    result.versions = observe.versions(lab)
 
 
 def _save_container_logs(lab: Lab, run_dir: RunDir) -> None:

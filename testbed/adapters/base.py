@@ -44,8 +44,9 @@ class HostAdapter:
         """Shell command that succeeds once the service answers; None: nothing to wait for."""
         return None
 
-    def has_service(self) -> bool:
-        return self.ready_command is not HostAdapter.ready_command
+    def version_command(self) -> str | None:
+        """Shell command printing the software's version (for reports and suite comparisons)."""
+        return None
 
 
 class MtaAdapter(HostAdapter):

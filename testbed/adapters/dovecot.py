@@ -31,6 +31,9 @@ class DovecotAdapter(HostAdapter):
             RenderedFile(SERVICE_SCRIPT, render("dovecot/service.j2", **ctx), 0o755),
         ]
 
+    def version_command(self) -> str:
+        return "dovecot --version"
+
     def ready_command(self, host: HostPlan) -> str:
         return "ss -Hltn 'sport = :24' | grep -q LISTEN && ss -Hltn 'sport = :143' | grep -q LISTEN"
 

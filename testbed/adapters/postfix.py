@@ -68,6 +68,9 @@ class PostfixAdapter(MtaAdapter):
             RenderedFile(SERVICE_SCRIPT, render("postfix/service.j2", **ctx), 0o755),
         ]
 
+    def version_command(self) -> str:
+        return "postconf -h mail_version"
+
     def ready_command(self, host: HostPlan) -> str:
         return "postfix status >/dev/null 2>&1 && ss -Hltn 'sport = :25' | grep -q LISTEN"
 
