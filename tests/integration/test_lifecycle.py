@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from testbed import fabric
 from testbed.plan import LABEL_RUN
 
@@ -18,7 +20,8 @@ def run_ids(client) -> set[str]:
     return set(fabric.list_runs(client))
 
 
-def test_ctrl_c_during_a_run_removes_everything(docker_client, labs, tmp_path) -> None:
+def start_run(docker_client, tmp_path) -> tuple[subprocess.Popen, set[str]]:
+    """Start `testbed run relay-bounce` and wait until it has created a container."""
     before = run_ids(docker_client)
     proc = subprocess.Popen(
         [sys.executable, "-m", "testbed.cli", "run", "relay-bounce", "--runs", str(tmp_path)],
@@ -31,30 +34,19 @@ def test_ctrl_c_during_a_run_removes_everything(docker_client, labs, tmp_path) -
         containers = docker_client.api.containers(all=True, filters={"label": LABEL_RUN})
         new = {c["Labels"][LABEL_RUN] for c in containers} - before
     assert new, "the run never created a container"
-    proc.send_signal(signal.SIGINT)
+    return proc, new
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_run_removes_everything(docker_client, labs, tmp_path, signum) -> None:
+    proc, new = start_run(docker_client, tmp_path)
+    proc.send_signal(signum)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert "Traceback" not in output
     for run_id in new:
         assert not docker_client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
         assert not docker_client.api.networks(filters={"label": f"{LABEL_RUN}={run_id}"})
-
-
-def test_sigterm_is_handled_like_ctrl_c(docker_client, labs, tmp_path) -> None:
-    before = run_ids(docker_client)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "testbed.cli", "run", "relay-bounce", "--runs", str(tmp_path)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    new: set[str] = set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not new:
-        time.sleep(0.2)
-        new = run_ids(docker_client) - before
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
-    assert not run_ids(docker_client) & new
 
 
 def test_down_removes_a_kept_lab(docker_client, labs, tmp_path) -> None:
