@@ -228,8 +228,6 @@ def _qid_events(rest: str, fqdn: str, base: dict) -> list[MailEvent]:
         )]
     if rest.startswith("done;"):
         return [MailEvent(Kind.REMOVED, reason=rest, **base)]
-    if rest == "discarded" or rest.startswith("discarded "):
-        return [MailEvent(Kind.DISCARDED, reason=rest, **base)]
     return []
 
 
@@ -255,6 +253,8 @@ def _delivery_events(rest: str, base: dict) -> list[MailEvent]:
     name, addr = _peer(fields["relay"] or "")
     if stat.startswith("Sent"):
         kind = Kind.DELIVERED if fields["mailer"] in _MAILBOX_MAILERS else Kind.RELAYED
+    elif stat == "discarded":  # a message discarded (access map, milter): one line per recipient
+        kind = Kind.DISCARDED
     elif dsn and dsn.startswith("4"):
         kind = Kind.DEFERRED
     elif dsn and dsn.startswith("5"):

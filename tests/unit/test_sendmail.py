@@ -117,6 +117,19 @@ def test_failed_bounce_goes_to_the_local_postmaster() -> None:
     assert [e.recipient for e in delivered] == ["/var/mail/root"]
 
 
+def test_refused_restarted_and_discarded() -> None:
+    """A dual relay (relay-bounce fixed, kept): mx10's MTA stopped then started, and a DISCARD sender."""
+    evs = events("bookworm", "relay", "relay-extra")
+    refused = [e for e in of(evs, Kind.NOTE) if (e.reason or "").startswith("Connection refused")]
+    assert {e.relay_address for e in refused} == {"2001:db8:1::10", "198.18.1.10"}
+    (deferred,) = of(evs, Kind.DEFERRED)
+    later = [e for e in of(evs, Kind.RELAYED) if e.queue_id == deferred.queue_id]
+    assert [e.relay_address for e in later] == ["2001:db8:1::10"]  # after the flush: sent over IPv6
+    (discarded,) = of(evs, Kind.DISCARDED)
+    assert discarded.recipient == "user@brainbird.nl" and discarded.reason == "discarded"
+    assert "2001:db8:1::100" in {e.relay_address for e in of(evs, Kind.RECEIVED)}  # the client over IPv6
+
+
 def test_unparseable_lines_are_ignored() -> None:
     text = "garbage\n\n2026-11-29T08:00:00+00:00 h sendmail[1]: 6AT80jHa000073: to=\nNov 29 x sendmail[2]: y\n"
     assert SENDMAIL.parse_log(text, "h") == []
