@@ -34,7 +34,7 @@ HOST_STATUS_DIR = "/var/lib/sendmail/host_status"
 _QF_MARK = "@@qf "
 
 _LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) (?P<fqdn>\S+) (?P<prog>[\w.-]+)\[(?P<pid>\d+)\]: (?P<msg>.*)$"
+    r"^(?P<time>\d{4}-\d\d-\d\dT\S+) (?P<fqdn>\S+) [\w.-]+\[\d+\]: (?P<msg>.*)$"
 )
 _QID = re.compile(r"^(?P<qid>[0-9A-Za-z]{14}): (?P<rest>.*)$")
 _FROM = re.compile(
@@ -129,8 +129,8 @@ class SendmailAdapter(MtaAdapter):
                 if line[:1] in ("N", "M", "S", "R"):
                     fields.setdefault(line[0], []).append(line[1:])
             sender = fields.get("S", [""])[0].strip("<>")
-            tries = fields.get("N")
-            reason = fields.get("M", [None])[0] or None
+            tries, status = fields.get("N"), fields.get("M")
+            reason = status[0] if status else None
             entries.append(
                 QueueEntry(
                     queue_id=qid,
