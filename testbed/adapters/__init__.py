@@ -8,10 +8,11 @@ from .dns import DnsServerAdapter
 from .dovecot import DovecotAdapter
 from .postfix import PostfixAdapter
 from .router import RouterAdapter
+from .sendmail import SendmailAdapter
 
 _ADAPTERS: dict[str, HostAdapter] = {
     a.software: a
-    for a in (PostfixAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
+    for a in (PostfixAdapter(), SendmailAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
 }
 
 
