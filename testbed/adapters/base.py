@@ -83,3 +83,16 @@ class MtaAdapter(HostAdapter):
 
     def parse_mailbox(self, output: str) -> list[MailboxMessage]:
         return parse_maildir_dump(output)
+
+
+def roles_summary(host: HostPlan) -> str:
+    """One line for a config file's header: what this host does in the lab."""
+    roles = host.roles
+    parts = []
+    if roles.submission_for:
+        parts.append("outbound relay for " + ", ".join(roles.submission_for))
+    if roles.local_domains:
+        parts.append("mailboxes of " + ", ".join(d.name for d in roles.local_domains))
+    if roles.relay_domains:
+        parts.append("backup MX for " + ", ".join(roles.relay_domains))
+    return "; ".join(parts) or "no mail role"

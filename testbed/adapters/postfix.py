@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile
+from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile, roles_summary
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
@@ -146,18 +146,6 @@ class PostfixAdapter(MtaAdapter):
                 events.append(event)
         events.sort(key=lambda e: e.seq)
         return events
-
-
-def roles_summary(host: HostPlan) -> str:
-    roles = host.roles
-    parts = []
-    if roles.submission_for:
-        parts.append("outbound relay for " + ", ".join(roles.submission_for))
-    if roles.local_domains:
-        parts.append("mailboxes of " + ", ".join(d.name for d in roles.local_domains))
-    if roles.relay_domains:
-        parts.append("backup MX for " + ", ".join(roles.relay_domains))
-    return "; ".join(parts) or "no mail role"
 
 
 def _note(msg: str) -> dict[str, str | None] | None:

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile
-from .postfix import roles_summary
+from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile, roles_summary
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, IPNetwork, LabPlan
@@ -100,6 +99,10 @@ class SendmailAdapter(MtaAdapter):
             RenderedFile("/etc/mailname", host.fqdn + "\n"),
             RenderedFile(SERVICE_SCRIPT, render("sendmail/service.j2", **ctx), 0o755),
         ]
+
+    def version_command(self) -> str:
+        # "Version 8.17.1.9" is the first line of the address-test mode's banner.
+        return "sendmail -d0.1 -bt < /dev/null 2>/dev/null | sed -n 's/^Version //p' | head -1"
 
     def ready_command(self, host: HostPlan) -> str:
         # Every own address plus loopback listens once the daemon is up.
