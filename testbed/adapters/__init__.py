@@ -6,12 +6,13 @@ from .base import HostAdapter, MtaAdapter, RenderedFile
 from .client import SwaksClient
 from .dns import DnsServerAdapter
 from .dovecot import DovecotAdapter
+from .exim import EximAdapter
 from .postfix import PostfixAdapter
 from .router import RouterAdapter
 
 _ADAPTERS: dict[str, HostAdapter] = {
     a.software: a
-    for a in (PostfixAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
+    for a in (PostfixAdapter(), EximAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
 }
 
 
