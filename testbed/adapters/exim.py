@@ -20,12 +20,10 @@ if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
 
 EXIM_LOG_DIR = f"{LOG_DIR}/exim"
-MAILDIR_BASE = "/var/mail/vhosts"
-#: Transport names of the template; deliveries through the mailbox ones are final.
+#: Transport names of the template. Exim stores no mailboxes itself (the model
+#: requires a mailstore): a delivery over the LMTP transport is final.
 REMOTE_TRANSPORT = "remote_smtp"
 LMTP_TRANSPORT = "lmtp_delivery"
-MAILDIR_TRANSPORT = "maildir_delivery"
-_MAILBOX_TRANSPORTS = {LMTP_TRANSPORT, MAILDIR_TRANSPORT}
 #: images/exim/tb-exim: queue listing with delivery state, flush, reset.
 _HELPER = "/usr/local/sbin/tb-exim"
 
@@ -34,17 +32,18 @@ _LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: [+-]\d{4})?(?: \[\d+\])? (?P<msg>.*)$"
 )
 _QID = re.compile(rf"^(?P<qid>{_ID}) (?P<rest>.*)$")
-# H=name [addr]:port, H=(helo) [addr], H=name (helo) [addr]; the name may be an IP literal.
-_HOST = re.compile(r"\bH=(?P<name>[^\s(\[]+)?(?: ?\((?P<helo>[^)]*)\))? ?\[(?P<addr>[^\]]+)\](?::\d+)?")
+# H=name [addr]:port, H=(helo) [addr], H=name (helo) [addr]; the name may be an IP
+# literal. A "*" after the address: the delivery reused an open connection.
+_HOST = re.compile(r"\bH=(?P<name>[^\s(\[]+)?(?: ?\((?P<helo>[^)]*)\))? ?\[(?P<addr>[^\]]+)\](?::\d+)?\*?")
 _ARRIVAL = re.compile(r"^<= (?P<sender>\S+)(?: R=(?P<ref>" + _ID + r"))?(?P<fields>.*)$")
 _ADDRESS = re.compile(r"^(?P<rcpt>[^\s:]+)(?: <(?P<orig>[^>]*)>)?(?P<rest>.*)$")
 _TRANSPORT = re.compile(r" T=(?P<name>\S+)")
 _MESSAGE_ID = re.compile(r" id\*?=(?P<id>\S+)")
 _CONFIRMATION = re.compile(r' C="(?P<reply>(?:[^"\\]|\\.)*)"')
-_ESCAPED_NEWLINE = re.compile(r"\\+n")
+_QUOTED = re.compile(r"\\(.)")
 _DEFER = re.compile(r" defer \((?P<errno>-?\d+)\)(?P<reason>.*)$")
-# Fields around a delivery's error text: timings and the local interface.
-_NOISE = re.compile(r" (?:DT|QT|RT)=\S+| I=\[[^\]]*\](?::\d+)?")
+# The local interface, between a delivery's host and its error text.
+_INTERFACE = re.compile(r" I=\[[^\]]*\](?::\d+)?")
 _STATUS = re.compile(r"\b[245]\d\d[ -](?P<status>[245]\.\d{1,3}\.\d{1,3})\b")
 _REJECT = re.compile(
     r"F=<(?P<from>[^>]*)> (?P<temp>temporarily )?rejected RCPT <(?P<to>[^>]*)>: (?P<reason>.*)$"
@@ -66,18 +65,13 @@ class EximAdapter(MtaAdapter):
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
         timing = plan.topology.timing
-        domains = host.roles.local_domains
         ctx = {
             "host": host,
             "timing": timing,
             "roles_summary": roles_summary(host),
             "log_dir": EXIM_LOG_DIR,
-            "maildir_base": MAILDIR_BASE,
             "remote_transport": REMOTE_TRANSPORT,
             "lmtp_transport": LMTP_TRANSPORT,
-            "maildir_transport": MAILDIR_TRANSPORT,
-            "lmtp_domains": [d for d in domains if d.mailstore],
-            "maildir_domains": [d for d in domains if not d.mailstore],
             "queue_interval": timing.retry / 2,
         }
         return [
@@ -142,9 +136,6 @@ class EximAdapter(MtaAdapter):
     def reset_command(self) -> str:
         return f"{_HELPER} reset"
 
-    def mailbox_path(self, domain: str, user: str) -> str:
-        return f"{MAILDIR_BASE}/{domain}/{user}/"
-
     # --- log ---------------------------------------------------------------------
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
@@ -172,8 +163,14 @@ def _host(text: str) -> tuple[str | None, str | None]:
 
 
 def _reason(text: str) -> str:
-    """The error text of a delivery line, without host and timing fields."""
-    return _NOISE.sub("", _HOST.sub("", text)).strip().lstrip(":").strip()
+    """The error text of a delivery line, without the host and interface fields."""
+    return _INTERFACE.sub("", _HOST.sub("", text)).strip().lstrip(":").strip()
+
+
+def _unquote_reply(quoted: str) -> str:
+    """C="..." quotes backslashes and double quotes; inside, a line break of a
+    multi-line reply is the two characters backslash and n."""
+    return _QUOTED.sub(r"\1", quoted).replace("\\n", "\n")
 
 
 def _status(reason: str) -> str | None:
@@ -254,10 +251,9 @@ def _delivery_event(flag: str, qid: str, a: re.Match[str], base: dict) -> MailEv
     name, addr = _host(rest)
     if flag in ("=>", "->"):
         c = _CONFIRMATION.search(rest)
-        # Exim escapes the reply's line breaks (and, in C="...", the escape again).
-        reply = _ESCAPED_NEWLINE.sub("\n", c["reply"]) if c else ""
+        reply = _unquote_reply(c["reply"]) if c else ""
         t = _TRANSPORT.search(rest[: c.start()] if c else rest)
-        final = t is not None and t["name"] in _MAILBOX_TRANSPORTS
+        final = t is not None and t["name"] == LMTP_TRANSPORT
         return MailEvent(
             Kind.DELIVERED if final else Kind.RELAYED,
             queue_id=qid,
