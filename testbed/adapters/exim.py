@@ -8,7 +8,7 @@ message id after the time (16 characters in 4.96, 23 from 4.97 on):
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
@@ -28,20 +28,18 @@ LMTP_TRANSPORT = "lmtp_delivery"
 _HELPER = "/usr/local/sbin/tb-exim"
 
 _ID = r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}"
-_LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: [+-]\d{4})?(?: \[\d+\])? (?P<msg>.*)$"
-)
+_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (?P<msg>.*)$")
 _QID = re.compile(rf"^(?P<qid>{_ID}) (?P<rest>.*)$")
 # H=name [addr]:port, H=(helo) [addr], H=name (helo) [addr]; the name may be an IP
 # literal. A "*" after the address: the delivery reused an open connection.
 _HOST = re.compile(r"\bH=(?P<name>[^\s(\[]+)?(?: ?\((?P<helo>[^)]*)\))? ?\[(?P<addr>[^\]]+)\](?::\d+)?\*?")
-_ARRIVAL = re.compile(r"^<= (?P<sender>\S+)(?: R=(?P<ref>" + _ID + r"))?(?P<fields>.*)$")
+_ARRIVAL = re.compile(rf"^<= (?P<sender>\S+)(?: R=(?P<ref>{_ID}))?(?P<fields>.*)$")
 _ADDRESS = re.compile(r"^(?P<rcpt>[^\s:]+)(?: <(?P<orig>[^>]*)>)?(?P<rest>.*)$")
 _TRANSPORT = re.compile(r" T=(?P<name>\S+)")
 _MESSAGE_ID = re.compile(r" id\*?=(?P<id>\S+)")
 _CONFIRMATION = re.compile(r' C="(?P<reply>(?:[^"\\]|\\.)*)"')
 _QUOTED = re.compile(r"\\(.)")
-_DEFER = re.compile(r" defer \((?P<errno>-?\d+)\)(?P<reason>.*)$")
+_DEFER = re.compile(r" defer \(-?\d+\)(?P<reason>.*)$")
 # The local interface, between a delivery's host and its error text.
 _INTERFACE = re.compile(r" I=\[[^\]]*\](?::\d+)?")
 _STATUS = re.compile(r"\b[245]\d\d[ -](?P<status>[245]\.\d{1,3}\.\d{1,3})\b")
@@ -49,6 +47,9 @@ _REJECT = re.compile(
     r"F=<(?P<from>[^>]*)> (?P<temp>temporarily )?rejected RCPT <(?P<to>[^>]*)>: (?P<reason>.*)$"
 )
 _DISCARD = re.compile(r"^(?P<rcpt>\S+): error ignored$")
+
+#: Fields every event of one log line shares (host, seq, time, line).
+_Base = dict[str, Any]
 
 _QUEUE_HEAD = re.compile(
     rf"^\s*\d+[smhdw]\s+\S+\s+(?P<id>{_ID})\s+<(?P<sender>[^>]*)>(?P<frozen>\s+\*\*\* frozen \*\*\*)?"
@@ -178,7 +179,7 @@ def _status(reason: str) -> str | None:
     return s["status"] if s else None
 
 
-def _reject_event(msg: str, rej: re.Match[str], base: dict) -> MailEvent:
+def _reject_event(msg: str, rej: re.Match[str], base: _Base) -> MailEvent:
     name, addr = _host(msg)
     return MailEvent(
         Kind.REJECTED,
@@ -192,7 +193,7 @@ def _reject_event(msg: str, rej: re.Match[str], base: dict) -> MailEvent:
     )
 
 
-def _qid_events(qid: str, rest: str, base: dict) -> list[MailEvent]:
+def _qid_events(qid: str, rest: str, base: _Base) -> list[MailEvent]:
     if rest.startswith("<= "):
         return _arrival_events(qid, rest, base)
     flag, _, after = rest.partition(" ")
@@ -216,7 +217,7 @@ def _qid_events(qid: str, rest: str, base: dict) -> list[MailEvent]:
     return []
 
 
-def _arrival_events(qid: str, rest: str, base: dict) -> list[MailEvent]:
+def _arrival_events(qid: str, rest: str, base: _Base) -> list[MailEvent]:
     a = _ARRIVAL.match(rest)
     if a is None:
         return []
@@ -244,7 +245,7 @@ def _arrival_events(qid: str, rest: str, base: dict) -> list[MailEvent]:
     return events
 
 
-def _delivery_event(flag: str, qid: str, a: re.Match[str], base: dict) -> MailEvent:
+def _delivery_event(flag: str, qid: str, a: re.Match[str], base: _Base) -> MailEvent:
     # "=> final <original>": the original is the envelope recipient the message came with.
     recipient = a["orig"] or a["rcpt"]
     rest = a["rest"]
