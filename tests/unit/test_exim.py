@@ -52,11 +52,13 @@ def recorded_queue(suite: str, case: str, name: str) -> list[QueueEntry]:
 # --- the recordings match the plans the tests build -----------------------------------
 
 
-@pytest.mark.parametrize("suite", SUITES)
-@pytest.mark.parametrize("case", ["mx-routing", "relay-bounce"])
-def test_recorded_runs_used_the_planned_addresses(suite: str, case: str) -> None:
-    recorded = json.loads((recorded_dir("exim", suite, f"{case}-broken") / "plan.json").read_text())
-    plan = PLANS[case]()
+@pytest.mark.parametrize(
+    "suite,recording",
+    [(s, f"{c}-broken") for s in SUITES for c in PLANS] + [("trixie", "mx-routing-broken-after-lifetime")],
+)
+def test_recorded_runs_used_the_planned_addresses(suite: str, recording: str) -> None:
+    recorded = json.loads((recorded_dir("exim", suite, recording) / "plan.json").read_text())
+    plan = PLANS[recording.split("-broken")[0]]()
     for name, seg in plan.segments.items():
         planned = [str(net) if net else None for net in (seg.subnet_v4, seg.subnet_v6)]
         assert [recorded["segments"][name][k] for k in ("subnet_v4", "subnet_v6")] == planned
@@ -132,22 +134,24 @@ def test_failed_bounce_is_frozen(suite: str) -> None:
     assert frozen.queue_id == dsn.dsn_queue_id and frozen.reason == "Frozen (delivery error message)"
 
 
-def test_retry_timeout_error_ignored_and_reused_connection() -> None:
-    # Lines a recorded run stops before: the bounce's end, minutes later (4.96, mx20).
-    text = (
-        "2026-11-29 07:54:59.480 1xXZhV-0000Cs-0f ** user@skimbee.net: retry timeout exceeded\n"
-        "2026-11-29 07:54:59.481 1xXZhV-0000Cs-0f user@skimbee.net: error ignored\n"
-        "2026-11-29 07:54:59.485 1xXZhV-0000Cs-0f Completed\n"
-        "2026-11-29 07:56:15.576 1xXZlY-00002w-1w ** unknown_user@brainbird.nl R=dnslookup T=remote_smtp "
-        "H=mx10.brainbird.nl [2001:db8:7::10]* I=[2001:db8:8::20]: SMTP error from remote mail server "
-        "after RCPT TO:<unknown_user@brainbird.nl>: 550 Unrouteable address\n"
-    )
-    evs = EXIM.parse_log(text, "mx20")
-    assert [e.kind for e in evs] == [Kind.EXPIRED, Kind.DISCARDED, Kind.REMOVED, Kind.BOUNCED]
-    assert evs[0].recipient == "user@skimbee.net" and evs[0].reason == "retry timeout exceeded"
-    assert evs[1].recipient == "user@skimbee.net"
-    assert evs[3].relay_address == "2001:db8:7::10"
-    assert evs[3].reason.startswith("SMTP error from remote mail server")
+def test_frozen_bounce_dropped_after_bounce_lifetime() -> None:
+    # The relay-bounce relay's log, kept running until ignore_bounce_errors_after (4.96).
+    evs = EXIM.parse_log(recorded_logs("exim", "bookworm", "relay-bounce-broken-after-lifetime")["relay"], "relay")
+    (dsn,) = of_kind(evs, Kind.DSN)
+    bounce = [e for e in evs if e.queue_id == dsn.dsn_queue_id]
+    assert [e.kind for e in bounce] == [
+        Kind.RECEIVED, Kind.MESSAGE_ID, Kind.BOUNCED, Kind.FROZEN, Kind.NOTE, Kind.BOUNCED, Kind.DISCARDED, Kind.REMOVED,
+    ]
+    assert bounce[4].reason == "Unfrozen by errmsg timer"
+    assert bounce[6].recipient == "user@skimbee.net" and bounce[6].reason == "user@skimbee.net: error ignored"
+
+
+def test_reused_connection_mark() -> None:
+    # "[addr]*": the delivery went down a connection already open (4.98, mx20).
+    (bounced,) = of_kind(events("trixie", "mx-routing", "mx20"), Kind.BOUNCED)
+    assert "]* I=[" in bounced.line
+    assert bounced.relay_address == "2001:db8:1::10"
+    assert bounced.reason.startswith("SMTP error from remote mail server after RCPT TO:")
 
 
 def test_unparseable_lines_are_ignored() -> None:
@@ -192,9 +196,9 @@ def test_empty_queue() -> None:
 # --- following messages -------------------------------------------------------------------
 
 
-def tracker(suite: str, case: str) -> tuple[Tracker, dict[str, str]]:
+def tracker(suite: str, case: str, recording: str = "broken") -> tuple[Tracker, dict[str, str]]:
     plan = PLANS[case]()
-    d = f"{case}-broken"
+    d = f"{case}-{recording}"
     queues = json.loads((recorded_dir("exim", suite, d) / "queues.json").read_text())
     entries = {
         host: [QueueEntry(e["queue_id"], e["state"], e.get("sender", ""), tuple(e["recipients"]), e.get("reason"))
@@ -223,6 +227,20 @@ def test_bounce_stuck_at_the_ipv6_only_backup(suite: str) -> None:
     assert m1.state == "bounce-queued"
     evidence = "\n".join(m1.hops[-1].evidence)
     assert "mx10: " in evidence and "rejected RCPT <unknown_user@brainbird.nl>" in evidence
+
+
+def test_bounce_discarded_once_its_retries_run_out() -> None:
+    # The same lab (4.98) kept running past queue_lifetime: mx20 gives up on the
+    # bounce ("retry timeout exceeded") and drops it ("error ignored").
+    track, ids = tracker("trixie", "mx-routing", "broken-after-lifetime")
+    m1 = history(track, ids, "m1", "unknown_user@brainbird.nl")
+    assert m1.path == ["relay", "mx30", "mx20"] and m1.dsn_generated_at == ["mx20"]
+    (bounce,) = m1.dsns
+    assert bounce.hops[0].outcome == "discarded" and not bounce.hops[0].in_queue
+    evidence = "\n".join(bounce.hops[0].evidence)
+    assert "** user@skimbee.net: retry timeout exceeded" in evidence and "error ignored" in evidence
+    assert m1.state == "lost"
+    assert history(track, ids, "m2", "user@brainbird.nl").state == "delivered"
 
 
 @pytest.mark.parametrize("suite", SUITES)
