@@ -27,7 +27,8 @@ TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 MTA_HOSTS = {"mx-routing": ("relay", "mail", "mx10", "mx20", "mx30"), "relay-bounce": ("relay", "mail", "mx10")}
 
 
-@pytest.fixture(scope="session")
+# Module scope: these labs are removed before the other modules bring up theirs.
+@pytest.fixture(scope="module")
 def exim_labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
     topologies = [
         load_topology(TOPOLOGIES / f"{name}.yaml", variant, {f"hosts.{h}.software": "exim" for h in hosts})
