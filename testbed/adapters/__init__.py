@@ -6,13 +6,22 @@ from .base import HostAdapter, MtaAdapter, RenderedFile
 from .client import SwaksClient
 from .dns import DnsServerAdapter
 from .dovecot import DovecotAdapter
+from .exim import EximAdapter
 from .postfix import PostfixAdapter
 from .router import RouterAdapter
 from .sendmail import SendmailAdapter
 
 _ADAPTERS: dict[str, HostAdapter] = {
     a.software: a
-    for a in (PostfixAdapter(), SendmailAdapter(), DovecotAdapter(), DnsServerAdapter(), SwaksClient(), RouterAdapter())
+    for a in (
+        PostfixAdapter(),
+        EximAdapter(),
+        SendmailAdapter(),
+        DovecotAdapter(),
+        DnsServerAdapter(),
+        SwaksClient(),
+        RouterAdapter(),
+    )
 }
 
 

@@ -1,0 +1,131 @@
+"""The two reproductions with Exim on every MTA host, checked in the live containers.
+
+Exim ends the broken variants differently from Postfix (the undeliverable
+bounce stays queued: frozen at the IPv4-only relay, deferred at the IPv6-only
+mx20), so the broken variants are checked fact by fact here rather than
+through the topology's Postfix-shaped expectations; the fixed variants must
+meet theirs as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LiveLab  # tests/integration/conftest.py, loaded before this module
+from helpers import dns_queries, explain, mailbox
+
+from testbed import fabric
+from testbed.adapters import mta_adapter
+from testbed.model import load_topology
+from testbed.runner import RunOptions, ensure_images_for, plan_runs, run_plans
+
+EXIM = mta_adapter("exim")
+TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
+MTA_HOSTS = {"mx-routing": ("relay", "mail", "mx10", "mx20", "mx30"), "relay-bounce": ("relay", "mail", "mx10")}
+
+
+# Module scope: these labs are removed before the other modules bring up theirs.
+@pytest.fixture(scope="module")
+def exim_labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
+    topologies = [
+        load_topology(TOPOLOGIES / f"{name}.yaml", variant, {f"hosts.{h}.software": "exim" for h in hosts})
+        for name, hosts in MTA_HOSTS.items()
+        for variant in ("broken", "fixed")
+    ]
+    plans = plan_runs(docker_client, topologies)
+    images = ensure_images_for(plans)
+    runs_root = Path(os.environ.get("TESTBED_TEST_RUNS") or tmp_path_factory.mktemp("exim-runs"))
+    results = run_plans(docker_client, plans, RunOptions(runs_root=runs_root, keep=True), images)
+    try:
+        yield {(r.plan.name, r.plan.variant): LiveLab(r) for r in results}
+    finally:
+        for plan in plans:
+            fabric.teardown(docker_client, plan.run_id)
+
+
+def mainlog(lab: LiveLab, host: str) -> str:
+    return lab.host(host).file(EXIM.mail_log).content_string
+
+
+def queue(lab: LiveLab, host: str) -> list:
+    return EXIM.parse_queue(lab.host(host).check_output(EXIM.queue_command()))
+
+
+@pytest.mark.parametrize("key", [("mx-routing", "fixed"), ("relay-bounce", "fixed")])
+def test_fixed_variants_meet_their_expectations(exim_labs, key) -> None:
+    result = exim_labs[key].result
+    assert result.error is None, explain(result)
+    assert result.checks and all(c.status == "pass" for c in result.checks), explain(result)
+
+
+def test_ipv4_only_relay_has_no_ipv6(exim_labs) -> None:
+    lab = exim_labs[("relay-bounce", "broken")]
+    relay = lab.host("relay")
+    assert relay.check_output("exim4 -bP disable_ipv6") == "disable_ipv6"  # i.e. true
+    assert relay.socket("tcp://0.0.0.0:25").is_listening
+    types = {q["type"] for q in dns_queries(lab, "relay")}
+    assert {"MX", "A"} <= types and "AAAA" not in types
+
+
+def test_relay_bounce_broken_bounce_frozen_at_the_relay(exim_labs) -> None:
+    lab = exim_labs[("relay-bounce", "broken")]
+    log = mainlog(lab, "relay")
+    assert "SMTP error from remote mail server after RCPT TO:<unknown_user@brainbird.nl>: 550 Unrouteable address" in log
+    assert "** user@skimbee.net: all relevant MX records point to non-existent hosts" in log
+    assert "Frozen (delivery error message)" in log
+    [bounce] = queue(lab, "relay")
+    assert bounce.state == "frozen" and bounce.sender == "" and bounce.recipients == ("user@skimbee.net",)
+    assert mailbox(lab, "user@skimbee.net") == []
+    assert "rejected RCPT <unknown_user@brainbird.nl>: Unrouteable address" in mainlog(lab, "mx10")
+    assert lab.result.histories["m1"].state == "bounce-queued"
+
+
+def test_mx_routing_broken_hops_and_families(exim_labs) -> None:
+    lab = exim_labs[("mx-routing", "broken")]
+    relay_log, mx30_log, mx20_log = (mainlog(lab, h) for h in ("relay", "mx30", "mx20"))
+    mx10_v4, mx10_v6 = lab.address("mx10", "ipv4"), lab.address("mx10", "ipv6")
+    assert f"H=mx10.brainbird.nl [{mx10_v4}] Connection timed out" in relay_log
+    assert f"H=mx30.brainbird.nl [{lab.address('mx30', 'ipv4')}]" in relay_log
+    assert "mx20" not in relay_log.replace("mx20.brainbird.nl", "")  # never even tried
+    assert f"H=mx20.brainbird.nl [{lab.address('mx20', 'ipv6')}]" in mx30_log
+    # The IPv6-only Exim still tries mx10's A record; the kernel refuses at once.
+    assert f"H=mx10.brainbird.nl [{mx10_v6}] Connection timed out" in mx20_log
+    assert f"H=mx10.brainbird.nl [{mx10_v4}] Network is unreachable" in mx20_log
+    assert lab.result.histories["m1"].path == ["relay", "mx30", "mx20"]
+
+
+def test_mx_routing_broken_bounce_retried_at_mx20(exim_labs) -> None:
+    lab = exim_labs[("mx-routing", "broken")]
+    mx20 = lab.host("mx20")
+    listening = mx20.check_output("ss -Hltn 'sport = :25'")
+    assert "[::]:25" in listening and "0.0.0.0:25" not in listening
+    log = mainlog(lab, "mx20")
+    assert "RCPT TO:<unknown_user@brainbird.nl>: 550 Unrouteable address" in log
+    assert "== user@skimbee.net R=dnslookup T=remote_smtp defer (101): Network is unreachable" in log
+    [bounce] = queue(lab, "mx20")
+    assert bounce.state == "deferred" and bounce.sender == ""
+    assert mailbox(lab, "user@skimbee.net") == []
+    # Unlike the IPv4-only relay, it asks for A records, which it cannot use.
+    assert any(q["name"] == "mail.skimbee.net." and q["type"] == "A" and q["answers"] for q in dns_queries(lab, "mx20"))
+
+
+def test_control_messages_delivered_into_dovecot_over_lmtp(exim_labs) -> None:
+    for key in (("mx-routing", "broken"), ("relay-bounce", "broken")):
+        lab = exim_labs[key]
+        message_id = lab.result.histories["m2"].message_id
+        [msg] = mailbox(lab, "user@brainbird.nl")
+        assert message_id in msg
+        assert 'R=mailbox_1 T=lmtp_delivery H=imap.brainbird.nl' in mainlog(lab, "mx10")
+        dovecot_log = lab.host("bb-imap").file("/var/log/testbed/dovecot.log").content_string
+        assert f"msgid={message_id}: saved mail to INBOX" in dovecot_log
+
+
+def test_fixed_bounce_is_an_exim_dsn(exim_labs) -> None:
+    lab = exim_labs[("mx-routing", "fixed")]
+    [dsn] = mailbox(lab, "user@skimbee.net")
+    assert lab.result.histories["m1"].message_id in dsn
+    assert "Mailer-Daemon@mx20.brainbird.nl" in dsn
+    assert "report-type=delivery-status" in dsn
