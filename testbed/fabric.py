@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import docker
 import docker.errors
-from docker.types import IPAMConfig, IPAMPool
+from docker.types import IPAMConfig, IPAMPool, Mount
 
 from .adapters import RenderedFile
 from .errors import DockerUnavailable, LabError
@@ -101,11 +101,14 @@ def list_runs(client: docker.DockerClient) -> dict[str, dict[str, str]]:
     for n in client.api.networks(filters={"label": LABEL_RUN}):
         labels = n.get("Labels") or {}
         runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+    for v in client.api.volumes(filters={"label": LABEL_RUN}).get("Volumes") or []:
+        labels = v.get("Labels") or {}
+        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
     return runs
 
 
 def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[int, int]:
-    """Remove the containers, then the networks, of one run (or of every run)."""
+    """Remove the containers, then the networks and volumes, of one run (or of every run)."""
     selector = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
     containers = client.api.containers(all=True, filters={"label": selector})
 
@@ -121,6 +124,11 @@ def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[in
     for net in networks:
         try:
             client.api.remove_network(net["Id"])
+        except docker.errors.NotFound:
+            pass
+    for volume in client.api.volumes(filters={"label": selector}).get("Volumes") or []:
+        try:
+            client.api.remove_volume(volume["Name"], force=True)
         except docker.errors.NotFound:
             pass
     return len(containers), len(networks)
@@ -203,14 +211,18 @@ class Lab:
 
     # --- bring-up -------------------------------------------------------------
 
-    def up(self, files: dict[str, list[RenderedFile]]) -> None:
-        """Create networks, then every container in parallel; return when all are ready."""
+    def up(self, files: dict[str, list[RenderedFile]], data_dirs: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Create networks, then every container in parallel; return when all are ready.
+
+        ``data_dirs`` are mounted from labelled Docker volumes (queues, mailboxes).
+        """
         for seg in self.plan.segments.values():
             self._create_network(seg)
         hosts = list(self.plan.hosts.values())
+        data_dirs = data_dirs or {}
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            futures = [pool.submit(self._create_host, h, files[h.name]) for h in hosts]
+            futures = [pool.submit(self._create_host, h, files[h.name], data_dirs.get(h.name, ())) for h in hosts]
             for fut in futures:
                 try:
                     fut.result()
@@ -278,16 +290,23 @@ class Lab:
             ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
         )
 
-    def _create_host(self, host: HostPlan, files: list[RenderedFile]) -> None:
+    def _create_host(self, host: HostPlan, files: list[RenderedFile], data_dirs: tuple[str, ...]) -> None:
         try:
-            self._create_container(host, files)
+            self._create_container(host, files, data_dirs)
         except docker.errors.DockerException as exc:
             raise LabError(f"cannot bring up {host.name}: {getattr(exc, 'explanation', None) or exc}") from None
         self.wait_ready(host.name)
         self.progress(f"{host.name} up ({host.software}, {host.stack})")
 
-    def _create_container(self, host: HostPlan, files: list[RenderedFile]) -> None:
+    def _create_container(self, host: HostPlan, files: list[RenderedFile], data_dirs: tuple[str, ...]) -> None:
         self.check_cancel()
+        mounts = []
+        for i, path in enumerate(data_dirs):
+            # An empty named volume is filled from the image's directory on first mount.
+            volume = self.client.api.create_volume(
+                name=f"{host.container}-{i}", labels={**self.plan.labels, LABEL_HOST: host.name}
+            )
+            mounts.append(Mount(target=path, source=volume["Name"], type="volume"))
         api = self.client.api
         plan = self.plan
         first, *rest = host.interfaces
@@ -300,6 +319,7 @@ class Lab:
             cap_add=["NET_ADMIN"],
             sysctls=host.sysctls,
             tmpfs={"/run/testbed": "size=1m"},
+            mounts=mounts,
             network_mode=plan.segments[first.segment].network,
         )
         try:

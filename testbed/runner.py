@@ -25,6 +25,7 @@ from typing import Any
 import docker
 
 from . import fabric, observe
+from .adapters import adapter_for
 from .errors import LabError, TestbedError
 from .fabric import Lab
 from .model import Topology
@@ -180,7 +181,7 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
         run_dir.write_json("plan.json", plan_to_dict(plan))
         t = time.monotonic()
         progress(f"bringing up {len(plan.hosts)} containers on {len(plan.segments)} segments")
-        lab.up(files)
+        lab.up(files, {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()})
         result.timings["bring_up"] = time.monotonic() - t
         t = time.monotonic()
         runner = ScenarioRunner(lab, run_dir, progress=progress)

@@ -35,6 +35,11 @@ class HostAdapter:
     kind: str = ""
     #: Logs collected into the run directory (paths inside the container).
     log_files: tuple[str, ...] = ()
+    #: Directories kept on a Docker volume rather than the container's overlay
+    #: filesystem: queues and mailboxes, which MTAs manage with hard links and
+    #: renames (overlayfs breaks hard links on copy-up), and which must survive
+    #: a stop/start of the host like a real disk.
+    data_dirs: tuple[str, ...] = ()
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
         """Configuration files for this host (including /etc/testbed/service)."""

@@ -22,6 +22,7 @@ class DovecotAdapter(HostAdapter):
     software = "dovecot"
     kind = "mailstore"
     log_files = (f"{LOG_DIR}/dovecot.log",)
+    data_dirs = ("/var/vmail",)
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
         ctx = {"host": host, "password": mailbox_password("")}

@@ -61,6 +61,7 @@ class EximAdapter(MtaAdapter):
     software = "exim"
     mail_log = f"{EXIM_LOG_DIR}/mainlog"
     log_files = (mail_log, f"{EXIM_LOG_DIR}/rejectlog", f"{EXIM_LOG_DIR}/paniclog")
+    data_dirs = ("/var/spool/exim4",)
 
     # --- configuration ---------------------------------------------------------
 

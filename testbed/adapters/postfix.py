@@ -44,6 +44,7 @@ class PostfixAdapter(MtaAdapter):
     software = "postfix"
     mail_log = f"{LOG_DIR}/mail.log"
     log_files = (mail_log,)
+    data_dirs = ("/var/spool/postfix", "/var/mail")
 
     # --- configuration ---------------------------------------------------------
 

@@ -69,6 +69,7 @@ class SendmailAdapter(MtaAdapter):
     software = "sendmail"
     mail_log = f"{LOG_DIR}/mail.log"
     log_files = (mail_log,)
+    data_dirs = (QUEUE_DIR, "/var/spool/mqueue-client", "/var/mail")
 
     # --- configuration ---------------------------------------------------------
 
