@@ -85,6 +85,9 @@ class EximAdapter(MtaAdapter):
     def ready_command(self, host: HostPlan) -> str:
         return "ss -Hltn 'sport = :25' | grep -q LISTEN"
 
+    def version_command(self) -> str:
+        return "exim4 -bV 2>/dev/null | head -1"
+
     # --- queue -------------------------------------------------------------------
 
     def flush_command(self) -> str:

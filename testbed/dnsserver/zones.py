@@ -45,7 +45,7 @@ class Zone:
 class Lookup:
     """What the zone data says about one question."""
 
-    rcode: int                       # RCODE.NOERROR / NXDOMAIN / REFUSED
+    rcode: int                       # RCODE.NOERROR / NXDOMAIN
     answers: list[RR]
     authority: list[RR]
     zone: Zone | None                # zone of the (final) name, None if outside all
@@ -75,7 +75,11 @@ class ZoneSet:
         name = normalise(qname)
         zone = self.find(name)
         if zone is None:
-            return Lookup(RCODE.REFUSED, [], [], None)
+            # The lab's zones are the whole namespace its hosts can see, and this
+            # server is their only resolver: a name outside every zone does not
+            # exist, as a real resolver would report it. (REFUSED reads as a
+            # temporary failure to glibc, and MTAs would defer instead.)
+            return Lookup(RCODE.NXDOMAIN, [], [], None)
         answers: list[RR] = []
         seen: set[str] = set()
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,20 +51,44 @@ def docker_client():
         pytest.fail(f"integration tests need a Docker engine: {exc}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
-    """Every variant of every reproduction, run once and kept up for inspection."""
-    wanted = [(name, v) for name in REPRODUCTIONS for v in variant_names(load_yaml(TOPOLOGIES / f"{name}.yaml").data)]
-    topologies = [load_topology(TOPOLOGIES / f"{name}.yaml", v) for name, v in wanted]
+def all_variants(names, overrides: dict | None = None) -> list:
+    """Every variant of the named topologies, with the same overrides applied to each."""
+    return [
+        load_topology(TOPOLOGIES / f"{name}.yaml", v, overrides(name) if callable(overrides) else overrides)
+        for name in names
+        for v in variant_names(load_yaml(TOPOLOGIES / f"{name}.yaml").data)
+    ]
+
+
+def mta_everywhere(software: str):
+    """Overrides putting `software` on every MTA host of a topology."""
+
+    def overrides(name: str) -> dict[str, str]:
+        hosts = load_yaml(TOPOLOGIES / f"{name}.yaml").data["hosts"]
+        return {f"hosts.{h}.software": software for h, spec in hosts.items() if spec.get("kind") == "mta"}
+
+    return overrides
+
+
+@contextmanager
+def kept_labs(docker_client, tmp_path_factory, topologies, key=lambda r: (r.plan.name, r.plan.variant)):
+    """Run labs side by side, keep them up for inspection, and always remove them after."""
     plans = plan_runs(docker_client, topologies)
-    images = ensure_images_for(plans)
-    runs_root = Path(os.environ.get("TESTBED_TEST_RUNS") or tmp_path_factory.mktemp("runs"))
-    results = run_plans(docker_client, plans, RunOptions(runs_root=runs_root, keep=True), images)
     try:
-        yield {(r.plan.name, r.plan.variant): LiveLab(r) for r in results}
+        images = ensure_images_for(plans)
+        runs_root = Path(os.environ.get("TESTBED_TEST_RUNS") or tmp_path_factory.mktemp("runs"))
+        results = run_plans(docker_client, plans, RunOptions(runs_root=runs_root, keep=True), images)
+        yield {key(r): LiveLab(r) for r in results}
     finally:
         for plan in plans:
             fabric.teardown(docker_client, plan.run_id)
+
+
+@pytest.fixture(scope="session")
+def labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
+    """Every variant of every reproduction with the topologies' own MTAs, kept up for inspection."""
+    with kept_labs(docker_client, tmp_path_factory, all_variants(REPRODUCTIONS)) as live:
+        yield live
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,6 @@ def test_lab_dns_answers_only_what_the_topology_says(mx_broken) -> None:
     client = mx_broken.host("client")
     assert client.check_output("dig +short AAAA mx20.brainbird.nl") == mx_broken.address("mx20", "ipv6")
     assert client.check_output("dig +short A mx20.brainbird.nl") == ""
-    assert "REFUSED" in client.check_output("dig A example.com")
+    assert "status: NXDOMAIN" in client.check_output("dig A example.com")
     mx = client.check_output("dig +short MX brainbird.nl").splitlines()
     assert sorted(mx) == ["10 mx10.brainbird.nl.", "20 mx20.brainbird.nl.", "30 mx30.brainbird.nl."]

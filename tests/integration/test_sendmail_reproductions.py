@@ -1,0 +1,83 @@
+"""The two reproductions with Sendmail on every MTA host, checked in the live containers.
+
+Sendmail has no switch that keeps an IPv4-only host off IPv6: it asks for AAAA
+records and tries them ("Cannot assign requested address"), and it treats a
+missing family as temporary, so the undeliverable bounce stays deferred until
+its lifetime ends and then goes to the local postmaster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import LiveLab, all_variants, kept_labs, mta_everywhere
+from helpers import dns_queries, explain, mailbox
+
+from testbed.adapters import mta_adapter
+
+SENDMAIL = mta_adapter("sendmail")
+REPRODUCTIONS = ("mx-routing", "relay-bounce")
+
+
+@pytest.fixture(scope="module")
+def sendmail_labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
+    with kept_labs(docker_client, tmp_path_factory, all_variants(REPRODUCTIONS, mta_everywhere("sendmail"))) as live:
+        yield live
+
+
+def maillog(lab: LiveLab, host: str) -> str:
+    return lab.host(host).file(SENDMAIL.mail_log).content_string
+
+
+def queue(lab: LiveLab, host: str) -> list:
+    return SENDMAIL.parse_queue(lab.host(host).check_output(SENDMAIL.queue_command()))
+
+
+@pytest.mark.parametrize(
+    "key", [("mx-routing", "broken"), ("mx-routing", "fixed"), ("relay-bounce", "broken"), ("relay-bounce", "fixed")]
+)
+def test_verdict_holds_with_sendmail_everywhere(sendmail_labs, key) -> None:
+    result = sendmail_labs[key].result
+    assert result.error is None, explain(result)
+    assert result.checks and all(c.status != "fail" for c in result.checks), explain(result)
+
+
+def test_ipv4_only_relay_still_tries_ipv6(sendmail_labs) -> None:
+    lab = sendmail_labs[("relay-bounce", "broken")]
+    assert lab.host("relay").check_output("ip -6 -o addr show") == ""  # the host has no IPv6 at all...
+    log = maillog(lab, "relay")
+    mail_v6 = lab.address("mail", "ipv6")
+    uncompressed = "IPv6:" + ":".join(f"{int(x, 16):x}" for x in __import__("ipaddress").ip_address(mail_v6).exploded.split(":"))
+    assert f"makeconnection (mail.skimbee.net. [{uncompressed}].25 (10)) failed: Cannot assign requested address" in log
+    assert any(q["type"] == "AAAA" for q in dns_queries(lab, "relay"))  # ...yet Sendmail asks for AAAA
+
+
+def test_relay_bounce_broken_bounce_deferred_at_the_relay(sendmail_labs) -> None:
+    lab = sendmail_labs[("relay-bounce", "broken")]
+    log = maillog(lab, "relay")
+    assert "DSN: User unknown" in log
+    assert "stat=Deferred" in log
+    bounces = [e for e in queue(lab, "relay") if e.sender in ("", "<>", "MAILER-DAEMON")]
+    assert bounces and bounces[0].recipients == ("user@skimbee.net",) and bounces[0].state == "deferred"
+    assert mailbox(lab, "user@skimbee.net") == []
+    assert "reject=550 5.1.1" in maillog(lab, "mx10")
+
+
+def test_mx_routing_broken_bounce_deferred_at_mx20(sendmail_labs) -> None:
+    lab = sendmail_labs[("mx-routing", "broken")]
+    assert lab.result.histories["m1"].path == ["relay", "mx30", "mx20"]
+    log = maillog(lab, "mx20")
+    assert "stat=Deferred: mail.skimbee.net.: Network is unreachable" in log
+    [bounce] = queue(lab, "mx20")
+    assert bounce.recipients == ("user@skimbee.net",) and bounce.state == "deferred"
+    assert mailbox(lab, "user@skimbee.net") == []
+
+
+def test_fixed_variants_deliver_the_bounce_into_dovecot(sendmail_labs) -> None:
+    for key in (("mx-routing", "fixed"), ("relay-bounce", "fixed")):
+        lab = sendmail_labs[key]
+        [dsn] = mailbox(lab, "user@skimbee.net")
+        assert lab.result.histories["m1"].message_id in dsn
+        assert "report-type=delivery-status" in dsn
+        assert "mailer=lmtptcp" in maillog(lab, "mail")
