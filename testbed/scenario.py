@@ -33,6 +33,9 @@ from .observe import mta_hosts
 from .rundir import RunDir
 
 POLL_S = 0.25
+PROBE_TIMEOUT_S = 20
+#: Consecutive failed probes of one host before settle gives up on it.
+PROBE_FAILURES_ALLOWED = 3
 _LOG_MARK = "@@testbed-log-size@@"
 
 
@@ -70,6 +73,9 @@ def message_id_for(name: str, run_id: str, client_fqdn: str) -> str:
 class _Probe:
     queue: list[QueueEntry] | None  # None: host down
     log_size: int
+    #: Why the host could not be probed this time (an exec that timed out under
+    #: load); settle counts it as "not settled yet" and gives up only if it persists.
+    trouble: str = ""
 
 
 class ScenarioRunner:
@@ -157,6 +163,14 @@ class ScenarioRunner:
 
     def flush(self, hosts: list[str], record: StepRecord) -> None:
         probes = self._probe(hosts)
+        for _ in range(PROBE_FAILURES_ALLOWED - 1):
+            retry = [h for h, p in probes.items() if p.trouble]
+            if not retry:
+                break
+            probes.update(self._probe(retry))
+        troubled = {h: p.trouble for h, p in probes.items() if p.trouble}
+        if troubled:
+            raise ScenarioError(f"cannot read the queue of {', '.join(f'{h} ({why})' for h, why in troubled.items())}")
         flushed: dict[str, list[str]] = {}
         for host in hosts:
             probe = probes[host]
@@ -179,16 +193,23 @@ class ScenarioRunner:
         quiet_since: float | None = None
         last_sizes: dict[str, int] | None = None
         polls = 0
+        failures: dict[str, int] = {}
         while True:
             self.lab.check_cancel()
             probes = self._probe(hosts)
             polls += 1
+            troubled = {h: p.trouble for h, p in probes.items() if p.trouble}
+            for host in probes:
+                failures[host] = failures.get(host, 0) + 1 if host in troubled else 0
+            stuck = {h: troubled[h] for h, n in failures.items() if n >= PROBE_FAILURES_ALLOWED}
+            if stuck:
+                raise ScenarioError(f"cannot read the queue of {', '.join(f'{h} ({why})' for h, why in stuck.items())}")
             busy = {h: [e.queue_id for e in p.queue if e.in_flight] for h, p in probes.items() if p.queue}
             busy = {h: ids for h, ids in busy.items() if ids}
             pending = self._pending_flushes(probes)
             sizes = {h: p.log_size for h, p in probes.items()}
             now = time.monotonic()
-            if not busy and not pending and sizes == last_sizes:
+            if not busy and not pending and not troubled and sizes == last_sizes:
                 quiet_since = quiet_since or now
                 if now - quiet_since >= timing.settle_quiet:
                     break
@@ -235,12 +256,13 @@ class ScenarioRunner:
                 f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
                 f"echo {_LOG_MARK} $rc; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
             )
-            res = self.lab.exec(host, cmd, timeout=15)
+            res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
             head, mark, tail = res.stdout.partition(_LOG_MARK)
             if res.rc == 125 or not mark:
                 if not self.lab.running(host):
                     return _Probe(None, 0)
-                raise ScenarioError(f"cannot read the queue of {host}: {(res.stdout + res.stderr).strip()[-500:]}")
+                output = (res.stdout + res.stderr).strip()[-500:] or "no output"
+                return _Probe(None, 0, trouble=f"exit {res.rc}: {output}")
             rc, _, size = tail.strip().partition("\n")
             if rc.strip() != "0":
                 raise ScenarioError(
