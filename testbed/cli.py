@@ -306,17 +306,21 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> No
     options = RunOptions(runs_root=target / "runs", progress=lambda label, msg: None)
     topos = [mx.topology_for(c, topologies) for c in todo]
     image_ids = ensure_images_for_topologies([(t, t.suite) for t in topos], progress=_image_progress)
-    rows = []
+    plans = plan_runs(client, topos)  # all at once: every lab gets its own subnets
+    cell_of = {plan.run_id: cell for plan, cell in zip(plans, todo)}
+    done: list[int] = []
+
+    def report(result) -> None:
+        done.append(1)
+        cell = cell_of[result.plan.run_id]
+        row = mx.outcome(cell, result)
+        mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
+        console.print(f"[{len(done)}/{len(todo)}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
+                      f"{row['state']} {mark} ({row['expectations']})", highlight=False)
+
     started = time.monotonic()
-    for i in range(0, len(todo), jobs):
-        batch = todo[i : i + jobs]
-        results = run_plans(client, plan_runs(client, topos[i : i + jobs]), options, image_ids)
-        for cell, result in zip(batch, results):
-            row = mx.outcome(cell, result)
-            rows.append(row)
-            mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
-            console.print(f"[{len(rows)}/{len(todo)}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
-                          f"{row['state']} {mark} ({row['expectations']})", highlight=False)
+    results = run_plans(client, plans, options, image_ids, jobs=jobs, on_result=report)
+    rows = [mx.outcome(cell, result) for cell, result in zip(todo, results)]
     elapsed = time.monotonic() - started
     table = mx.markdown(rows)
     changes = mx.suite_changes(rows)

@@ -142,15 +142,24 @@ def ensure_images_for_topologies(
 
 
 def run_plans(
-    client: docker.DockerClient, plans: Sequence[LabPlan], options: RunOptions, images: ImageIds | None = None
+    client: docker.DockerClient,
+    plans: Sequence[LabPlan],
+    options: RunOptions,
+    images: ImageIds | None = None,
+    jobs: int | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
-    """Run labs in parallel; Ctrl-C or SIGTERM tears every one of them down."""
+    """Run labs side by side (at most ``jobs`` at once); Ctrl-C or SIGTERM tears every one down.
+
+    Results come back in the order of ``plans``; ``on_result`` hears of each as it finishes.
+    """
     labs = [
         Lab(client, plan, progress=lambda m, p=plan: options.progress(_label(p), m), images=images)
         for plan in plans
     ]
     results: list[RunResult | None] = [None] * len(plans)
-    with _terminate_as_interrupt(), ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
+    workers = max(1, min(jobs or len(plans), len(plans)))
+    with _terminate_as_interrupt(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_one, lab, options): i for i, lab in enumerate(labs)}
         try:
             pending = set(futures)
@@ -158,6 +167,8 @@ def run_plans(
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     results[futures[fut]] = fut.result()
+                    if on_result:
+                        on_result(fut.result())
         except KeyboardInterrupt:
             for lab in labs:
                 lab.cancel()
