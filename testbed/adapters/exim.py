@@ -86,7 +86,7 @@ class EximAdapter(MtaAdapter):
         return "ss -Hltn 'sport = :25' | grep -q LISTEN"
 
     def version_command(self) -> str:
-        return "exim4 -bV 2>/dev/null | head -1"
+        return "exim4 -bV 2>/dev/null | sed -n '1s/^Exim version \\([^ ]*\\).*/\\1/p'"
 
     # --- queue -------------------------------------------------------------------
 

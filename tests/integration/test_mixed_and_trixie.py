@@ -40,7 +40,7 @@ def test_hops_are_followed_across_different_mtas(mixed_labs) -> None:
 def test_trixie_runs_the_new_releases(mixed_labs) -> None:
     lab = mixed_labs[("trixie", "fixed")]
     versions = lab.result.versions
-    assert versions["exim"].startswith("Exim version 4.98")
+    assert versions["exim"].startswith("4.98")
     assert versions["sendmail"].startswith("8.18")
     assert versions["postfix"].startswith("3.10")
     assert versions["dovecot"].startswith("2.4")
