@@ -89,7 +89,7 @@ def tidy(line: str) -> str:
     return f"{host} {m['time']} {m['prog']}: {m['msg']}" if m else line
 
 
-def _evidence(hist: History, limit: int = 8) -> list[str]:
+def _evidence(hist: History, limit: int = 12) -> list[str]:
     out: list[str] = []
     hops: list[Hop] = list(hist.hops) + [h for d in hist.dsns for h in d.hops]
     for hop in hops:
