@@ -362,7 +362,12 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
     from . import fabric
     from .adapters.dns import control_command
     from .dnsserver.rules import parse_rules
-    from .plan import LABEL_ADDRESSES, LABEL_HOST, LABEL_KIND, rules_with_client_addresses
+    from .plan import (
+        LABEL_ADDRESSES,
+        LABEL_HOST,
+        LABEL_KIND,
+        rules_with_client_addresses,
+    )
 
     if action in ("set", "add") and not rules_file:
         raise click.UsageError(f"`{action}` needs a RULES_FILE (or - for stdin)")

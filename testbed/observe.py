@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from .adapters import adapter_for, mta_adapter
 from .adapters.dns import QUERY_LOG

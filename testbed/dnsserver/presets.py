@@ -8,8 +8,9 @@ Each preset sets the query type itself; the user supplies the rest of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 Expand = Callable[[str, dict[str, Any], dict[str, Any]], list[dict[str, Any]]]
 

@@ -18,8 +18,9 @@ import fnmatch
 import ipaddress
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from dnslib import QTYPE
 

@@ -13,7 +13,7 @@ import itertools
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # Condition.wait() can wake a little early or late; the last stretch before a
 # due time is spent in short sleeps for sub-millisecond accuracy.

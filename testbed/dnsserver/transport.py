@@ -22,8 +22,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 # Long enough for any client to send its next pipelined query, short enough
 # that idle connections do not pile up during a scenario.
@@ -256,7 +257,7 @@ class _TCPConnection:
                     except BlockingIOError:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                            raise ConnectionError("client is not reading; connection dropped")
+                            raise ConnectionError("client is not reading; connection dropped") from None
                         wait_fd(self.sock, select.POLLOUT, left)
             except OSError:
                 self._dead = True

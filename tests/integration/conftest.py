@@ -20,7 +20,13 @@ import testinfra
 from testbed import fabric
 from testbed.errors import DockerUnavailable
 from testbed.model import load_topology, variant_names
-from testbed.runner import RunOptions, RunResult, ensure_images_for, plan_runs, run_plans
+from testbed.runner import (
+    RunOptions,
+    RunResult,
+    ensure_images_for,
+    plan_runs,
+    run_plans,
+)
 from testbed.source import load_yaml
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"

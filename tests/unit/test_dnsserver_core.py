@@ -8,8 +8,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from dnslib import QTYPE, DNSRecord

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from recorded import mx_routing_plan, recorded_logs
 
 from testbed.adapters import mta_adapter
 from testbed.events import Kind
 from testbed.render import host_files
-
-from recorded import mx_routing_plan, recorded_logs
 
 POSTFIX = mta_adapter("postfix")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from testbed.render import host_files
-
 from recorded import mx_routing_plan
+
+from testbed.render import host_files
 
 
 def files(plan, host: str) -> dict[str, str]:

@@ -6,7 +6,14 @@ import ipaddress
 import json
 
 import pytest
-from recorded import DATA, TOPOLOGIES, mx_routing_plan, recorded_dir, recorded_logs, recorded_message_ids
+from recorded import (
+    DATA,
+    TOPOLOGIES,
+    mx_routing_plan,
+    recorded_dir,
+    recorded_logs,
+    recorded_message_ids,
+)
 
 from testbed.adapters import mta_adapter
 from testbed.adapters.sendmail import access_key, normalise_address
