@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile
-from .postfix import roles_summary
+from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile, roles_summary
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
