@@ -8,8 +8,10 @@ and parse outputs; the fabric runs the commands inside containers.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..events import MailboxMessage, MailEvent, QueueEntry
 from ..mailbox import maildir_dump_command, parse_maildir_dump
@@ -101,3 +103,15 @@ def roles_summary(host: HostPlan) -> str:
     if roles.relay_domains:
         parts.append("backup MX for " + ", ".join(roles.relay_domains))
     return "; ".join(parts) or "no mail role"
+
+
+def log_lines(text: str, host: str, line_re: re.Pattern[str]) -> Iterator[tuple[re.Match[str], dict[str, Any]]]:
+    """Each log line the MTA's line format matches, with the fields every event shares.
+
+    ``line_re`` must have a ``time`` group; ``seq`` (the line's position) orders
+    events of one host, since MTA timestamps are too coarse for that.
+    """
+    for seq, line in enumerate(text.splitlines()):
+        m = line_re.match(line)
+        if m:
+            yield m, {"host": host, "seq": seq, "time": m["time"], "line": line}

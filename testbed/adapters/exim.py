@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile, roles_summary
+from .base import (
+    LOG_DIR,
+    SERVICE_SCRIPT,
+    MtaAdapter,
+    RenderedFile,
+    log_lines,
+    roles_summary,
+)
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
@@ -144,11 +151,7 @@ class EximAdapter(MtaAdapter):
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         events: list[MailEvent] = []
-        for seq, line in enumerate(text.splitlines()):
-            m = _LINE.match(line)
-            if not m:
-                continue
-            base = {"host": host, "seq": seq, "time": m["time"], "line": line}
+        for m, base in log_lines(text, host, _LINE):
             q = _QID.match(m["msg"])
             if q is None:
                 rej = _REJECT.search(m["msg"])

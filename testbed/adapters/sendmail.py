@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 from ..events import Kind, MailEvent, QueueEntry
 from ..replies import queue_id_in_reply
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, MtaAdapter, RenderedFile, roles_summary
+from .base import (
+    LOG_DIR,
+    SERVICE_SCRIPT,
+    MtaAdapter,
+    RenderedFile,
+    log_lines,
+    roles_summary,
+)
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, IPNetwork, LabPlan
@@ -153,14 +160,11 @@ class SendmailAdapter(MtaAdapter):
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         events: list[MailEvent] = []
-        for seq, line in enumerate(text.splitlines()):
-            m = _LINE.match(line)
-            if not m:
-                continue
+        for m, base in log_lines(text, host, _LINE):
             q = _QID.match(m["msg"])
             if not q:
                 continue
-            base = {"host": host, "seq": seq, "time": m["time"], "line": line, "queue_id": q["qid"]}
+            base["queue_id"] = q["qid"]
             events += _qid_events(q["rest"], m["fqdn"], base)
         return events
 
