@@ -118,3 +118,17 @@ def test_mx_routing_fixed_bounce_reaches_the_sender(mx_fixed) -> None:
     assert "MAILER-DAEMON@mx20.brainbird.nl" in dsn
     relay_log = mail_log(mx_fixed, "relay")
     assert f"relay=mx20.brainbird.nl[{mx_fixed.address('mx20', 'ipv4')}]:25" in relay_log
+
+
+def test_mailbox_reachable_over_pop3_and_imap_on_both_families(mx_broken) -> None:
+    """A user's view of the dual-stack store: POP3 and IMAP, over IPv4 and IPv6."""
+    client = mx_broken.host("client")
+    for family in ("ipv4", "ipv6"):
+        server = mx_broken.address("bb-imap", family)
+        out = client.check_output(
+            "python3 -c \"import poplib,imaplib,sys\n"
+            "p=poplib.POP3(sys.argv[1]); p.user('user@brainbird.nl'); p.pass_('testbed'); print(p.stat()[0]); p.quit()\n"
+            "i=imaplib.IMAP4(sys.argv[1]); i.login('user@brainbird.nl','testbed'); print(i.select('INBOX')[1][0].decode())\" %s",
+            server,
+        )
+        assert out.split() == ["1", "1"], (family, out)
