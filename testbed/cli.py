@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import TestbedError, TopologyError
-from .model import SOFTWARE, SUITES, load_topology, validate_file, variant_names
+from .model import SOFTWARE, SUITES, load_topology, software_everywhere, validate_file, variant_names
 from .source import load_yaml
 
 EXIT_FAILED = 1
@@ -93,11 +93,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
 
 def _mta_overrides(path: Path, mta: str | None) -> dict[str, Any]:
     """--mta X: every MTA host of the topology runs X."""
-    if not mta:
-        return {}
-    doc = load_yaml(path)
-    hosts = doc.data.get("hosts") or {}
-    return {f"hosts.{name}.software": mta for name, h in hosts.items() if isinstance(h, dict) and h.get("kind") == "mta"}
+    return software_everywhere(load_yaml(path).data, mta) if mta else {}
 
 
 def _topology_path(name_or_path: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from .errors import Problem, TopologyError
-from .model import SOFTWARE, Name, Strict, Topology, load_topology, variant_names
+from .model import SOFTWARE, Name, Strict, Topology, load_topology, mta_host_names, variant_names
 from .report import tidy
 from .runner import RunResult
 from .source import load_yaml
@@ -83,8 +83,7 @@ def cells(spec: MatrixSpec, topologies_dir: Path, suites: Sequence[str], mtas: S
     for scenario in spec.scenarios:
         path = topologies_dir / f"{scenario}.yaml"
         data = load_yaml(path).data
-        mta_hosts = sorted(n for n, h in (data.get("hosts") or {}).items() if isinstance(h, dict) and h.get("kind") == "mta")
-        assignments = [(f"all {m}", {h: m for h in mta_hosts}) for m in chosen]
+        assignments = [(f"all {m}", {h: m for h in mta_host_names(data)}) for m in chosen]
         assignments += [(label, dict(a)) for label, a in spec.mixed.get(scenario, {}).items()]
         for suite in suites:
             for variant in variant_names(data):

@@ -537,6 +537,17 @@ def _schema_problems(doc: SourceDoc, exc: ValidationError, variant: str) -> list
     return problems
 
 
+def mta_host_names(data: Mapping[str, Any]) -> list[str]:
+    """The MTA hosts of a topology document, before validation (for --mta and the matrix)."""
+    hosts = data.get("hosts") or {}
+    return sorted(n for n, h in hosts.items() if isinstance(h, Mapping) and h.get("kind") == "mta")
+
+
+def software_everywhere(data: Mapping[str, Any], software: str) -> dict[str, str]:
+    """Overrides that put `software` on every MTA host of a topology document."""
+    return {f"hosts.{name}.software": software for name in mta_host_names(data)}
+
+
 def variant_names(data: Mapping[str, Any]) -> list[str]:
     base = data.get("base_variant", "default")
     variants = data.get("variants") or {}

@@ -7,6 +7,7 @@ The commands and parsers come from the adapters; this module only runs them
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,8 @@ def mta_hosts(plan: LabPlan) -> list[str]:
     return [h.name for h in plan.hosts.values() if h.kind == "mta"]
 
 
-def _parallel(fn, items: list[str]) -> dict[str, Any]:
+def parallel(fn: Callable[[str], Any], items: list[str]) -> dict[str, Any]:
+    """fn(host) for each host at once (each is a docker exec: waiting, not computing)."""
     if not items:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
@@ -43,26 +45,12 @@ def queues(lab: Lab, hosts: list[str] | None = None) -> dict[str, list[QueueEntr
             return None
         return adapter.parse_queue(res.stdout)
 
-    return _parallel(one, hosts if hosts is not None else mta_hosts(plan))
-
-
-def log_sizes(lab: Lab, hosts: list[str]) -> dict[str, int]:
-    plan = lab.plan
-
-    def one(host: str) -> int:
-        adapter = mta_adapter(plan.hosts[host].software)
-        res = lab.exec(host, f"wc -c < {adapter.mail_log} 2>/dev/null || echo 0", timeout=10)
-        try:
-            return int(res.stdout.strip() or 0)
-        except ValueError:
-            return 0
-
-    return _parallel(one, hosts)
+    return parallel(one, hosts if hosts is not None else mta_hosts(plan))
 
 
 def mail_logs(lab: Lab) -> dict[str, str]:
     plan = lab.plan
-    return _parallel(lambda h: lab.read_file(h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
+    return parallel(lambda h: lab.read_file(h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
 
 
 def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
@@ -132,7 +120,7 @@ def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage] | None]:
         res = lab.exec(r.host, r.command, timeout=30)
         return parse_maildir_dump(res.stdout) if res.ok else None
 
-    return _parallel(read, list(readers))
+    return parallel(read, list(readers))
 
 
 def versions(lab: Lab) -> dict[str, str]:
@@ -148,9 +136,9 @@ def versions(lab: Lab) -> dict[str, str]:
     return found
 
 
-def dns_queries(lab: Lab) -> list[dict[str, Any]]:
-    text = lab.read_file(lab.plan.dns_server, QUERY_LOG)
-    return parse_query_log(text)
+def dns_query_log(lab: Lab) -> str:
+    """The DNS server's query log as written (JSON lines); parse with parse_query_log."""
+    return lab.read_file(lab.plan.dns_server, QUERY_LOG)
 
 
 def parse_query_log(text: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import docker
 
 from . import fabric, observe
 from .adapters import adapter_for
-from .errors import LabError, TestbedError
+from .errors import TestbedError
 from .fabric import Lab
 from .model import Topology
 from .plan import IPNetwork, LabPlan, image_of, plan_lab
@@ -232,7 +232,7 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
     run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
     mailboxes = observe.mailboxes(lab)
     run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] for a, msgs in mailboxes.items()})
-    dns_log = lab.read_file(plan.dns_server, "/var/log/testbed/dns-queries.jsonl")
+    dns_log = observe.dns_query_log(lab)
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
     specs = plan.topology.messages()
@@ -315,5 +315,3 @@ def _ignore_interrupts(message: str) -> Iterator[None]:
         signal.signal(signal.SIGINT, prev_int)
         signal.signal(signal.SIGTERM, prev_term)
 
-
-__all__ = ["RunOptions", "RunResult", "plan_runs", "run_plans", "run_one", "ensure_images_for", "LabError"]

@@ -29,7 +29,7 @@ from .model import (
     StopServiceStep,
     StopStep,
 )
-from .observe import mta_hosts
+from .observe import mta_hosts, parallel
 from .rundir import RunDir
 
 POLL_S = 0.25
@@ -248,7 +248,6 @@ class ScenarioRunner:
 
     def _probe(self, hosts: list[str]) -> dict[str, _Probe]:
         """Queue and log size of each host in one exec per host, in parallel."""
-        from concurrent.futures import ThreadPoolExecutor
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
@@ -273,10 +272,7 @@ class ScenarioRunner:
             except ValueError:
                 return _Probe(adapter.parse_queue(head), 0)
 
-        if not hosts:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-            return dict(zip(hosts, pool.map(one, hosts)))
+        return parallel(one, hosts)
 
     def _pending_flushes(self, probes: dict[str, _Probe]) -> dict[str, list[str]]:
         """Flushed queue ids still queued with no log line since the flush."""

@@ -18,8 +18,9 @@ import pytest
 import testinfra
 
 from testbed import fabric
+from testbed.adapters import mta_adapter
 from testbed.errors import DockerUnavailable
-from testbed.model import load_topology, variant_names
+from testbed.model import load_topology, software_everywhere, variant_names
 from testbed.runner import (
     RunOptions,
     RunResult,
@@ -48,6 +49,14 @@ class LiveLab:
     def address(self, name: str, family: str) -> str:
         return str(self.plan.hosts[name].addresses(family)[0])
 
+    def mail_log(self, name: str) -> str:
+        """The host's MTA log, wherever its software writes it."""
+        return self.host(name).file(mta_adapter(self.plan.hosts[name].software).mail_log).content_string
+
+    def queue(self, name: str) -> list:
+        adapter = mta_adapter(self.plan.hosts[name].software)
+        return adapter.parse_queue(self.host(name).check_output(adapter.queue_command()))
+
 
 @pytest.fixture(scope="session")
 def docker_client():
@@ -66,16 +75,6 @@ def all_variants(names, overrides: dict | None = None) -> list:
     ]
 
 
-def mta_everywhere(software: str):
-    """Overrides putting `software` on every MTA host of a topology."""
-
-    def overrides(name: str) -> dict[str, str]:
-        hosts = load_yaml(TOPOLOGIES / f"{name}.yaml").data["hosts"]
-        return {f"hosts.{h}.software": software for h, spec in hosts.items() if spec.get("kind") == "mta"}
-
-    return overrides
-
-
 @contextmanager
 def kept_labs(docker_client, tmp_path_factory, topologies, key=lambda r: (r.plan.name, r.plan.variant)):
     """Run labs side by side, keep them up for inspection, and always remove them after."""
@@ -88,6 +87,25 @@ def kept_labs(docker_client, tmp_path_factory, topologies, key=lambda r: (r.plan
     finally:
         for plan in plans:
             fabric.teardown(docker_client, plan.run_id)
+
+
+#: The keys of the labs `labs_with` brings up.
+STUDY_VARIANTS = [("mx-routing", "broken"), ("mx-routing", "fixed"), ("relay-bounce", "broken"), ("relay-bounce", "fixed")]
+
+
+def labs_with(software: str):
+    """A module-scoped fixture: both study reproductions, every variant, `software` on every MTA host."""
+
+    @pytest.fixture(scope="module")
+    def fixture(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
+        topologies = all_variants(
+            ("mx-routing", "relay-bounce"),
+            lambda name: software_everywhere(load_yaml(TOPOLOGIES / f"{name}.yaml").data, software),
+        )
+        with kept_labs(docker_client, tmp_path_factory, topologies) as live:
+            yield live
+
+    return fixture
 
 
 @pytest.fixture(scope="session")

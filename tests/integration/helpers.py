@@ -30,7 +30,7 @@ def mailbox(lab, address: str) -> list[str]:
 
 
 def mail_log(lab, host: str) -> str:
-    return lab.host(host).file("/var/log/testbed/mail.log").content_string
+    return lab.mail_log(host)
 
 
 def explain(result) -> str:

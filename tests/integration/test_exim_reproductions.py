@@ -8,36 +8,14 @@ behind it are checked here again, directly in the containers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from conftest import LiveLab, all_variants, kept_labs, mta_everywhere
+from conftest import STUDY_VARIANTS, labs_with
 from helpers import dns_queries, explain, mailbox
 
-from testbed.adapters import mta_adapter
-
-EXIM = mta_adapter("exim")
-REPRODUCTIONS = ("mx-routing", "relay-bounce")
+exim_labs = labs_with("exim")  # module scope: removed before the next module starts its labs
 
 
-# Module scope: these labs are removed before the next module brings up its own.
-@pytest.fixture(scope="module")
-def exim_labs(docker_client, tmp_path_factory) -> Iterator[dict[tuple[str, str], LiveLab]]:
-    with kept_labs(docker_client, tmp_path_factory, all_variants(REPRODUCTIONS, mta_everywhere("exim"))) as live:
-        yield live
-
-
-def mainlog(lab: LiveLab, host: str) -> str:
-    return lab.host(host).file(EXIM.mail_log).content_string
-
-
-def queue(lab: LiveLab, host: str) -> list:
-    return EXIM.parse_queue(lab.host(host).check_output(EXIM.queue_command()))
-
-
-@pytest.mark.parametrize(
-    "key", [("mx-routing", "broken"), ("mx-routing", "fixed"), ("relay-bounce", "broken"), ("relay-bounce", "fixed")]
-)
+@pytest.mark.parametrize("key", STUDY_VARIANTS)
 def test_verdict_holds_with_exim_everywhere(exim_labs, key) -> None:
     result = exim_labs[key].result
     assert result.passed, explain(result)
@@ -54,20 +32,20 @@ def test_ipv4_only_relay_has_no_ipv6(exim_labs) -> None:
 
 def test_relay_bounce_broken_bounce_frozen_at_the_relay(exim_labs) -> None:
     lab = exim_labs[("relay-bounce", "broken")]
-    log = mainlog(lab, "relay")
+    log = lab.mail_log("relay")
     assert "SMTP error from remote mail server after RCPT TO:<unknown_user@brainbird.nl>: 550 Unrouteable address" in log
     assert "** user@skimbee.net: all relevant MX records point to non-existent hosts" in log
     assert "Frozen (delivery error message)" in log
-    [bounce] = queue(lab, "relay")
+    [bounce] = lab.queue("relay")
     assert bounce.state == "frozen" and bounce.sender == "" and bounce.recipients == ("user@skimbee.net",)
     assert mailbox(lab, "user@skimbee.net") == []
-    assert "rejected RCPT <unknown_user@brainbird.nl>: Unrouteable address" in mainlog(lab, "mx10")
+    assert "rejected RCPT <unknown_user@brainbird.nl>: Unrouteable address" in lab.mail_log("mx10")
     assert lab.result.histories["m1"].state == "bounce-queued"
 
 
 def test_mx_routing_broken_hops_and_families(exim_labs) -> None:
     lab = exim_labs[("mx-routing", "broken")]
-    relay_log, mx30_log, mx20_log = (mainlog(lab, h) for h in ("relay", "mx30", "mx20"))
+    relay_log, mx30_log, mx20_log = (lab.mail_log(h) for h in ("relay", "mx30", "mx20"))
     mx10_v4, mx10_v6 = lab.address("mx10", "ipv4"), lab.address("mx10", "ipv6")
     assert f"H=mx10.brainbird.nl [{mx10_v4}] Connection timed out" in relay_log
     assert f"H=mx30.brainbird.nl [{lab.address('mx30', 'ipv4')}]" in relay_log
@@ -84,10 +62,10 @@ def test_mx_routing_broken_bounce_retried_at_mx20(exim_labs) -> None:
     mx20 = lab.host("mx20")
     listening = mx20.check_output("ss -Hltn 'sport = :25'")
     assert "[::]:25" in listening and "0.0.0.0:25" not in listening
-    log = mainlog(lab, "mx20")
+    log = lab.mail_log("mx20")
     assert "RCPT TO:<unknown_user@brainbird.nl>: 550 Unrouteable address" in log
     assert "== user@skimbee.net R=dnslookup T=remote_smtp defer (101): Network is unreachable" in log
-    [bounce] = queue(lab, "mx20")
+    [bounce] = lab.queue("mx20")
     assert bounce.state == "deferred" and bounce.sender == ""
     assert mailbox(lab, "user@skimbee.net") == []
     # Unlike the IPv4-only relay, it asks for A records, which it cannot use.
@@ -100,7 +78,7 @@ def test_control_messages_delivered_into_dovecot_over_lmtp(exim_labs) -> None:
         message_id = lab.result.histories["m2"].message_id
         [msg] = mailbox(lab, "user@brainbird.nl")
         assert message_id in msg
-        assert 'R=mailbox_1 T=lmtp_delivery H=imap.brainbird.nl' in mainlog(lab, "mx10")
+        assert 'R=mailbox_1 T=lmtp_delivery H=imap.brainbird.nl' in lab.mail_log("mx10")
         dovecot_log = lab.host("bb-imap").file("/var/log/testbed/dovecot.log").content_string
         assert f"msgid={message_id}: saved mail to INBOX" in dovecot_log
 
