@@ -32,6 +32,7 @@ from .plan import (
     IPNetwork,
     LabPlan,
     SegmentPlan,
+    network_options,
 )
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
@@ -255,12 +256,7 @@ class Lab:
             # A small range: engine 20.10's allocator fails on ranges of 2^63 addresses.
             dynamic6 = ipaddress.ip_network(f"{seg.subnet_v6[0xFFFF0000]}/112")
             pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(dynamic6)))
-        options = {
-            "com.docker.network.bridge.name": seg.bridge,
-            "com.docker.network.bridge.enable_ip_masquerade": "false",  # no NAT, ever
-        }
-        if seg.subnet_v4 is None:
-            options["com.docker.network.enable_ipv4"] = "false"  # honoured from API 1.48
+        options = network_options(self.plan.segments, seg.name, self.plan.caps)
         try:
             net = self.client.networks.create(
                 seg.network,

@@ -45,6 +45,23 @@ class EngineCaps:
         # Several networks in one create call: API 1.44 (moby#45906).
         return self.api_version >= (1, 44)
 
+    @property
+    def direct_access_filter(self) -> bool:
+        """The engine drops packets addressed to a container unless they arrive on its bridge.
+
+        Engine 28.2 (API 1.50, moby#49829) adds, per container address, a raw-table
+        ``PREROUTING -d ADDR ! -i BRIDGE -j DROP``. With br_netfilter, a frame a
+        lab router forwards onto another segment is bridged through that rule on
+        the *sender's* bridge and dropped. (28.0 and 28.1 had the rule only for
+        published ports, which labs never have.)
+        """
+        return self.api_version >= (1, 50)
+
+    @property
+    def trusted_host_interfaces(self) -> bool:
+        # com.docker.network.bridge.trusted_host_interfaces: API 1.50 (engine 28.2, moby#49832).
+        return self.api_version >= (1, 50)
+
     @classmethod
     def parse(cls, version: str) -> EngineCaps:
         major, minor = version.split(".")[:2]
@@ -75,6 +92,28 @@ class SegmentPlan:
         if family not in self.carries:
             return None
         return self.subnet_v4 if family == "ipv4" else self.subnet_v6
+
+
+def network_options(segments: Mapping[str, SegmentPlan], segment: str, caps: EngineCaps) -> dict[str, str]:
+    """The bridge driver options of one segment's Docker network.
+
+    No NAT on any engine. Where the engine filters direct access to containers,
+    the lab's *other* bridges are its trusted interfaces: a packet a lab router
+    forwards arrives on one of them, and only those are let through. Everything
+    else (the host's uplink, other users' bridges) keeps the engine's protection,
+    which stays on machine-wide.
+    """
+    seg = segments[segment]
+    options = {
+        "com.docker.network.bridge.name": seg.bridge,
+        "com.docker.network.bridge.enable_ip_masquerade": "false",  # no NAT, ever
+    }
+    if seg.subnet_v4 is None:
+        options["com.docker.network.enable_ipv4"] = "false"  # honoured from API 1.48
+    others = [s.bridge for name, s in sorted(segments.items()) if name != segment]
+    if caps.trusted_host_interfaces and others:
+        options["com.docker.network.bridge.trusted_host_interfaces"] = ":".join(others)
+    return options
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ import pytest
 
 from testbed.errors import PreflightError
 from testbed.model import DnsOmit, DnsRecord, DnsSettings, load_topology
-from testbed.plan import EngineCaps, plan_lab, reverse_zone
+from testbed.plan import EngineCaps, network_options, plan_lab, reverse_zone
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 OLD = EngineCaps((1, 41))
 NEW = EngineCaps((1, 48))
+ENGINE_28_5 = EngineCaps((1, 51))
 
 
 def mx_routing(variant: str | None = None):
@@ -155,3 +156,27 @@ def test_host_by_address_handles_mapped_addresses() -> None:
     assert plan.host_by_address("::ffff:198.18.3.25") == "relay"
     assert plan.host_by_address("2001:db8:2::20") == "mx20"
     assert plan.host_by_address("203.0.113.1") is None
+
+
+TRUSTED = "com.docker.network.bridge.trusted_host_interfaces"
+
+
+def test_networks_never_masquerade_and_trust_only_the_labs_other_bridges() -> None:
+    plan = plan_lab(mx_routing(), "r1", ENGINE_28_5)
+    bridges = {name: seg.bridge for name, seg in plan.segments.items()}
+    assert len(set(bridges.values())) == len(bridges) == 3
+    for name, seg in plan.segments.items():
+        options = network_options(plan.segments, name, plan.caps)
+        assert options["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        assert options["com.docker.network.bridge.name"] == seg.bridge
+        trusted = options[TRUSTED].split(":")
+        assert sorted(trusted) == sorted(b for n, b in bridges.items() if n != name)
+    assert network_options(plan.segments, "v6net", plan.caps)["com.docker.network.enable_ipv4"] == "false"
+
+
+@pytest.mark.parametrize("api", [(1, 41), (1, 45), (1, 48), (1, 49)])
+def test_engines_without_direct_access_filtering_get_no_trusted_interfaces(api) -> None:
+    caps = EngineCaps(api)
+    plan = plan_lab(mx_routing(), "r1", caps)
+    assert not caps.direct_access_filter
+    assert all(TRUSTED not in network_options(plan.segments, n, caps) for n in plan.segments)
