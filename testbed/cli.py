@@ -343,6 +343,105 @@ def down(run_id: str | None, everything: bool) -> None:
     out.print(f"removed {containers} container(s) and {networks} network(s)")
 
 
+# --- nested engines -----------------------------------------------------------------
+
+
+@main.group()
+def engine() -> None:
+    """A Docker engine of another version, nested in this machine's engine (see docs/engines.md).
+
+    Debian's docker.io per suite: bookworm 20.10, trixie 26.1, forky 28.5. Point
+    any testbed command, the tests or the docker CLI at it with DOCKER_HOST.
+    """
+
+
+def _engine_suite_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from .engine import DEFAULT_ENGINE_SUITE, ENGINE_SUITES
+
+    return click.option("--suite", type=click.Choice(list(ENGINE_SUITES)), default=DEFAULT_ENGINE_SUITE,
+                        show_default=True, help="Debian suite whose docker.io runs nested.")(fn)
+
+
+def _engine_progress(message: str) -> None:
+    if message.startswith("image "):
+        label, _, rest = message.partition(": ")
+        _image_progress(label, rest)
+    else:
+        _progress("engine", message)
+
+
+@engine.command("up")
+@_engine_suite_option
+@click.option("--no-load", is_flag=True, help="Do not copy this engine's lab images into it.")
+@_guard
+def engine_up(suite: str, no_load: bool) -> None:
+    """Start a nested engine and keep it; prints the DOCKER_HOST to use."""
+    from . import engine as nested
+    from . import fabric
+
+    host = fabric.connect()
+    started = nested.start(host, suite, progress=_engine_progress)
+    try:
+        if not no_load:
+            nested.load_images(host, started, nested.lab_images(host), _engine_progress)
+    except BaseException:
+        nested.stop(host, started.name)
+        raise
+    out.print(f"export DOCKER_HOST={started.docker_host}", highlight=False)
+    console.print(f"remove it with: testbed engine down {started.name}", highlight=False)
+
+
+@engine.command("run", context_settings={"ignore_unknown_options": True})
+@_engine_suite_option
+@click.option("--no-load", is_flag=True, help="Do not copy this engine's lab images into it.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_guard
+def engine_run(suite: str, no_load: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND against a fresh nested engine, then remove the engine (also on Ctrl-C).
+
+    Example: testbed engine run --suite forky -- pytest tests/integration/test_network.py
+    """
+    from . import engine as nested
+    from . import fabric
+
+    host = fabric.connect()
+    sys.exit(nested.run_command(host, command, suite, not no_load, _engine_progress))
+
+
+@engine.command("down")
+@click.argument("name", required=False)
+@click.option("--all", "everything", is_flag=True, help="Remove every nested engine.")
+@_guard
+def engine_down(name: str | None, everything: bool) -> None:
+    """Remove a nested engine (container, volume, socket) with everything in it."""
+    from . import engine as nested
+    from . import fabric
+
+    if not name and not everything:
+        raise click.UsageError("give an engine NAME (see `testbed engine ps`) or --all")
+    removed = nested.stop(fabric.connect(), None if everything else name)
+    out.print(f"removed engine(s): {', '.join(removed)}" if removed else "no such engine")
+
+
+@engine.command("ps")
+@_guard
+def engine_ps() -> None:
+    """List nested engines and their DOCKER_HOST."""
+    from . import engine as nested
+    from . import fabric
+
+    found = nested.running(fabric.connect())
+    if not found:
+        out.print("no nested engines")
+        return
+    table = Table()
+    for col in ("name", "suite", "DOCKER_HOST"):
+        table.add_column(col)
+    for e in found:
+        table.add_row(e.name, e.suite, e.docker_host)
+    out.print(table)
+
+
 @main.command()
 @click.argument("run_id")
 @click.argument("action", type=click.Choice(["list", "set", "add", "clear"]))

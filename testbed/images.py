@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "testbed"
 SUITES = ("bookworm", "trixie")
+# Suites the builder also knows, for images that are not lab hosts: forky's
+# docker.io is the current engine `testbed engine` runs nested.
+EXTRA_BUILD_SUITES = ("forky",)
 DEFAULT_SUITE = "bookworm"
 DEBIAN_IMAGE = "debian"
 
@@ -239,8 +242,8 @@ def default_images_dir() -> Path:
 
 
 def _check_suite(suite: str) -> None:
-    if suite not in SUITES:
-        raise ImageError(f"unknown suite {suite!r}; supported: {', '.join(SUITES)}")
+    if suite not in (*SUITES, *EXTRA_BUILD_SUITES):
+        raise ImageError(f"unknown suite {suite!r}; supported: {', '.join((*SUITES, *EXTRA_BUILD_SUITES))}")
 
 
 # ---------------------------------------------------------------- apt sources / mirror
@@ -783,9 +786,25 @@ def check_rootfs_prerequisites(suite: str) -> None:
             f"building {image_tag(DEBIAN_IMAGE, suite)} needs root: debootstrap creates "
             "device nodes, chroots and chowns files. Run once as root (e.g. sudo testbed images build)"
         )
-    scripts = Path("/usr/share/debootstrap/scripts")
-    if scripts.is_dir() and not (scripts / suite).exists():
+    if debootstrap_script(suite) is None:
         raise ImageError(f"this debootstrap does not know {suite!r}; upgrade debootstrap")
+
+
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+
+def debootstrap_script(suite: str, scripts: Path = DEBOOTSTRAP_SCRIPTS) -> str | None:
+    """The script argument debootstrap needs for ``suite``: "" for its own, None if unusable.
+
+    A debootstrap older than the suite has no script for it; Debian's scripts for
+    testing and unstable are one and the same (``sid``), so a suite newer than
+    this debootstrap (bookworm's has no ``forky``) is bootstrapped with ``sid``.
+    """
+    if not scripts.is_dir() or (scripts / suite).exists():
+        return ""
+    if suite in EXTRA_BUILD_SUITES and (scripts / "sid").exists():
+        return str(scripts / "sid")
+    return None
 
 
 def _mounts_below(root: Path) -> list[str]:
@@ -843,6 +862,9 @@ def _run_debootstrap(suite: str, root: Path, mirror: DebianMirror, progress: Pro
     """Run debootstrap, streaming its output; on failure include its own log's tail."""
     cmd = ["debootstrap", "--variant=minbase", "--components=main",
            "--include=" + ",".join(DEBOOTSTRAP_PACKAGES), suite, str(root), mirror.url]
+    script = debootstrap_script(suite)
+    if script:
+        cmd.append(script)
     progress(DEBIAN_IMAGE, "$ " + " ".join(cmd))
     env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)

@@ -104,7 +104,8 @@ def result_panel(result: RunResult) -> Panel:
     topo = plan.topology
     software = sorted({h.software for h in plan.hosts.values() if h.kind == "mta"})
     parts: list = []
-    meta = Text(f"{topo.title}  ({topo.study})\n" if topo.title else "", style="italic")
+    study = f"  ({topo.study})" if topo.study else ""
+    meta = Text(f"{topo.title}{study}\n" if topo.title else "", style="italic")
     meta.append(f"{', '.join(software)} on {plan.suite} · run {plan.run_id}")
     if result.timings:
         meta.append(f" · {sum(result.timings.values()):.1f} s")
@@ -136,6 +137,8 @@ def result_panel(result: RunResult) -> Panel:
     total = sum(1 for c in result.checks if c.status != "n/a")
     if result.passed:
         title = f"[bold green]{escape(result.label)}: as expected ({passed}/{total} expectations hold)[/]"
+    elif result.error:
+        title = f"[bold red]{escape(result.label)}: lab error, not judged[/]"
     else:
         title = f"[bold red]{escape(result.label)}: NOT as expected ({passed}/{total} expectations hold)[/]"
     return Panel(Group(*parts), title=title, title_align="left", border_style="green" if result.passed else "red")
@@ -146,5 +149,9 @@ def print_results(results: Sequence[RunResult], console: Console | None = None) 
     for result in results:
         console.print(result_panel(result))
     ok = sum(r.passed for r in results)
+    errors = sum(1 for r in results if r.error)
     style = "bold green" if ok == len(results) else "bold red"
-    console.print(Text(f"{ok}/{len(results)} labs behaved as their topology expects", style=style))
+    summary = f"{ok}/{len(results)} labs behaved as their topology expects"
+    if errors:
+        summary += f"; {errors} stopped with a lab error"
+    console.print(Text(summary, style=style))

@@ -199,15 +199,19 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
         runner = ScenarioRunner(lab, run_dir, progress=progress)
         try:
             runner.run()
+        except TestbedError as exc:
+            # A step that could not be carried out: keep the evidence, judge nothing.
+            result.error = str(exc)
+            progress(f"error: {exc}")
         finally:
             result.steps = [r.to_dict() for r in runner.records]
             result.timings["scenario"] = time.monotonic() - t
-            t = time.monotonic()
-            if not lab.cancelled:
-                _judge(lab, run_dir, runner, result)
-            result.timings["collect"] = time.monotonic() - t
+        t = time.monotonic()
+        if not lab.cancelled:
+            _judge(lab, run_dir, runner, result, verdict=result.error is None)
+        result.timings["collect"] = time.monotonic() - t
     except TestbedError as exc:
-        result.error = str(exc)
+        result.error = result.error or str(exc)
         progress(f"error: {exc}")
     finally:
         if lab.cancelled or not options.keep:
@@ -221,7 +225,8 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
     return result
 
 
-def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult) -> None:
+def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
+    """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
     plan = lab.plan
     logs = observe.mail_logs(lab)
     for host, text in logs.items():
@@ -241,6 +246,9 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
         for name, spec in specs.items()
         if name in runner.message_ids
     }
+    result.versions = observe.versions(lab)
+    if not verdict:
+        return
     obs = Observation(
         histories=result.histories,
         mailboxes=mailboxes,
@@ -250,7 +258,6 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
         message_ids=runner.message_ids,
     )
     result.checks = evaluate(plan, obs)
-    result.versions = observe.versions(lab)
 
 
 def _save_container_logs(lab: Lab, run_dir: RunDir) -> None:

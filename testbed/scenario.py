@@ -17,7 +17,7 @@ from .adapters.client import SwaksClient
 from .adapters.dns import control_command
 from .errors import LabError
 from .events import QueueEntry
-from .fabric import Lab
+from .fabric import ExecResult, Lab
 from .model import (
     DnsStep,
     FlushStep,
@@ -95,14 +95,28 @@ class ScenarioRunner:
     # --- driver --------------------------------------------------------------------
 
     def run(self) -> list[StepRecord]:
-        for index, step in enumerate(self.plan.topology.scenario):
+        """Carry out every step; the first one that cannot be carried out stops the scenario.
+
+        Its record stays (``ok: false`` and the error), and the error names the
+        step, so the run ends as a lab error the user can act on.
+        """
+        steps = self.plan.topology.scenario
+        for index, step in enumerate(steps):
             self.lab.check_cancel()
             record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0)
+            self.records.append(record)
             self.progress(f"step {index + 1}: {record.summary}")
             start = time.monotonic()
-            self._dispatch(step, record)
-            record.duration_s = time.monotonic() - start
-            self.records.append(record)
+            try:
+                self._dispatch(step, record)
+            except LabError as exc:
+                record.ok = False
+                record.detail["error"] = str(exc)
+                if self.lab.cancelled:
+                    raise
+                raise ScenarioError(f"step {index + 1} of {len(steps)} ({record.summary}) failed: {exc}") from None
+            finally:
+                record.duration_s = time.monotonic() - start
         return self.records
 
     def _dispatch(self, step: Any, record: StepRecord) -> None:
@@ -115,12 +129,12 @@ class ScenarioRunner:
             self._start(step.start)
         elif isinstance(step, StopServiceStep):
             res = self.lab.exec(step.stop_service, "sh /etc/testbed/service stop")
-            record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
+            self._service_result(step.stop_service, "stopping", res, record)
         elif isinstance(step, StartServiceStep):
             host = step.start_service
             res = self.lab.exec(host, "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done",
                                 timeout=60)
-            record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
+            self._service_result(host, "starting", res, record)
         elif isinstance(step, FlushStep):
             hosts = mta_hosts(self.plan) if step.flush == "all" else list(step.flush)
             self.flush([h for h in hosts if h not in self._down], record)
@@ -155,7 +169,16 @@ class ScenarioRunner:
         record.detail = {"message_id": message_id, "client": client_name, "server": server.fqdn, "reply": reply}
         self.sends[spec.id] = {**record.detail, "accepted": res.ok}
         if not res.ok:
-            self.progress(f"  {spec.id} not accepted by {spec.via}: {reply or res.stderr.strip()}")
+            raise ScenarioError(
+                f"{spec.via} did not accept {spec.id} from {client_name}: "
+                + (f"it replied {reply}" if reply else _decisive_output(res))
+                + f" (transcript: sends/{spec.id}.txt)"
+            )
+
+    def _service_result(self, host: str, doing: str, res: ExecResult, record: StepRecord) -> None:
+        record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
+        if not res.ok:
+            raise ScenarioError(f"{doing} the service on {host} failed: {_decisive_output(res)}")
 
     def _start(self, host_name: str) -> None:
         self.lab.start(host_name)
@@ -292,6 +315,14 @@ class ScenarioRunner:
             else:
                 del self._flushed[host]
         return pending
+
+
+def _decisive_output(res: ExecResult, lines: int = 3) -> str:
+    """The last lines a failed command printed (its error is there), or its exit status."""
+    text = [line.strip() for line in (res.stdout + "\n" + res.stderr).splitlines() if line.strip()]
+    if res.rc == 124:
+        return "timed out" + (f" ({' / '.join(text[-lines:])})" if text else "")
+    return " / ".join(text[-lines:]) if text else f"exit status {res.rc}, no output"
 
 
 def _last_reply(swaks_output: str) -> str | None:
