@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce matrix test unit integration bench down clean
+        reproduce matrix test test-engine unit integration bench down clean
 
 all: test
 
@@ -43,11 +43,29 @@ reproduce-relay-bounce: $(STAMP) host-tools
 
 reproduce: reproduce-mx-routing reproduce-relay-bounce
 
-# Every test: unit tests, then integration tests against real containers.
+# Every test: unit tests, then integration tests against real containers on
+# this machine's engine, then the engine-sensitive ones again on current
+# engines run nested (Debian forky's docker.io 28.5, trixie's 26.1).
 # Without a Docker engine this fails (it never skips) and says why.
 test: $(STAMP) host-tools
 	$(BIN)/testbed doctor
 	$(BIN)/pytest tests
+	$(MAKE) --no-print-directory test-engine ENGINE_SUITE=forky
+	$(MAKE) --no-print-directory test-engine ENGINE_SUITE=trixie ENGINE_TESTS="$(ENGINE_TESTS_SHORT)"
+
+# The tests that depend on how the engine builds networks: both reproductions
+# with every MTA, network isolation, cleanup on every exit path, step errors.
+ENGINE_SUITE ?= forky
+ENGINE_TESTS ?= tests/integration/test_reproductions.py tests/integration/test_exim_reproductions.py \
+                tests/integration/test_sendmail_reproductions.py tests/integration/test_network.py \
+                tests/integration/test_lifecycle.py tests/integration/test_step_errors.py
+ENGINE_TESTS_SHORT := tests/integration/test_reproductions.py tests/integration/test_network.py \
+                      tests/integration/test_lifecycle.py
+
+# One nested engine for the length of the run, removed after it (also on Ctrl-C).
+test-engine: $(STAMP) host-tools
+	$(BIN)/testbed engine run --suite $(ENGINE_SUITE) -- \
+	  sh -c '$(BIN)/testbed doctor && $(BIN)/pytest $(ENGINE_TESTS)'
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

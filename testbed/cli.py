@@ -18,6 +18,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -495,26 +496,36 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
 @main.command()
 @_guard
 def doctor() -> None:
-    """Check this machine: Docker engine, API features, address pools, build tools."""
+    """Check this machine: the engine and its firewall, a routing probe, address pools, build tools."""
     import shutil
 
-    from . import fabric
+    from . import engine_check, fabric
+    from .images import image_tag
     from .model import Pools
     from .preflight import check_pools, host_reserved
 
     client = fabric.connect()
     caps = fabric.engine_caps(client)
+    image = next((t for t in (image_tag("base", s) for s in SUITES) if fabric.image_exists(client, t)), None)
+    facts = engine_check.gather(client, image)
     api = ".".join(map(str, caps.api_version))
-    out.print(f"Docker engine {fabric.engine_version(client)}, API {api}")
+    backend = f", firewall {facts.firewall_backend}" if facts.firewall_backend else ""
+    out.print(f"Docker engine {facts.version}, API {api} ({facts.os}, kernel {facts.kernel}{backend})", highlight=False)
     out.print("  IPv6-only networks: " + ("native (API >= 1.48)" if caps.ipv6_only_networks
                                            else "emulated (IPv4 removed inside each container)"))
     out.print("  networks at create: " + ("all at once" if caps.multi_network_create else "one, the rest connected after start"))
+    findings = engine_check.assess(facts)
+    marks = {"ok": "[green]ok[/]", "note": "[dim]--[/]", "problem": "[bold red]!![/]"}
+    for f in findings:
+        out.print(f"  {marks[f.level]} {escape(f.text)}", highlight=False)
     check_pools(Pools(), host_reserved())
     out.print(f"  default pools {Pools().ipv4} and {Pools().ipv6} are clear of this machine's routes and addresses")
     if shutil.which("debootstrap"):
         out.print("  debootstrap: present")
     else:
         out.print("  debootstrap: missing - needed once to build the base image (apt-get install debootstrap)")
+    if not engine_check.labs_will_work(findings):
+        raise TestbedError("labs will not work on this engine (see above)")
     out.print("[green]ready[/]")
 
 

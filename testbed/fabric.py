@@ -7,6 +7,7 @@ way as a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import tarfile
@@ -29,10 +30,13 @@ from .plan import (
     LABEL_RUN,
     EngineCaps,
     HostPlan,
+    IPAddress,
     IPNetwork,
     LabPlan,
+    RoutedPath,
     SegmentPlan,
     network_options,
+    routed_paths_to_dns,
 )
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
@@ -79,6 +83,54 @@ def engine_version(client: docker.DockerClient) -> str:
         return str(client.version().get("Version", "?"))
     except docker.errors.DockerException:
         return "?"
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def engine_info(client: docker.DockerClient) -> dict:
+    try:
+        return dict(client.info())
+    except docker.errors.DockerException:
+        return {}
+
+
+def run_once(client: docker.DockerClient, image: str, script: str, labels: dict[str, str], **host_options) -> str:
+    """Run ``sh -c script`` in a throwaway labelled container; its output (the container is removed)."""
+    api = client.api
+    created = api.create_container(image, command=["sh", "-c", script], entrypoint=[], labels=labels,
+                                   host_config=api.create_host_config(**host_options))
+    try:
+        api.start(created["Id"])
+        api.wait(created["Id"], timeout=60)
+        return api.logs(created["Id"], stdout=True, stderr=False).decode("utf-8", "replace")
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_container(created["Id"], force=True)
+
+
+def start_probe_container(client: docker.DockerClient, image: str, name: str, labels: dict[str, str],
+                          interfaces: list[tuple[str, IPAddress, IPAddress]], router: bool = False) -> None:
+    """A sleeping container with fixed addresses on each (network, IPv4, IPv6); a router forwards."""
+    api = client.api
+    (first, v4, v6), *rest = interfaces
+    sysctls = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"} if router else {}
+    sysctls["net.ipv6.conf.all.accept_dad"] = "0"
+    sysctls["net.ipv6.conf.default.accept_dad"] = "0"
+    created = api.create_container(
+        image, command=["sleep", "infinity"], entrypoint=[], name=name, labels=labels, detach=True,
+        host_config=api.create_host_config(init=True, cap_add=["NET_ADMIN"], sysctls=sysctls, network_mode=first),
+        networking_config=api.create_networking_config(
+            {first: api.create_endpoint_config(ipv4_address=str(v4), ipv6_address=str(v6))}),
+    )
+    api.start(created["Id"])
+    for network, v4, v6 in rest:
+        api.connect_container_to_network(created["Id"], network, ipv4_address=str(v4), ipv6_address=str(v6))
 
 
 def docker_subnets(client: docker.DockerClient) -> list[tuple[IPNetwork, str]]:
@@ -133,6 +185,41 @@ def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[in
         except docker.errors.NotFound:
             pass
     return len(containers), len(networks)
+
+
+def create_network(client: docker.DockerClient, seg: SegmentPlan, options: dict[str, str],
+                   labels: dict[str, str]) -> None:
+    """One segment's bridge network, read back: stop if the engine built something else."""
+    pools = []
+    if seg.subnet_v4 is not None:
+        # Fixed addresses live in the lower half, Docker's own picks in the upper half.
+        upper = list(seg.subnet_v4.subnets(prefixlen_diff=1))[1]
+        pools.append(IPAMPool(subnet=str(seg.subnet_v4), gateway=str(seg.subnet_v4[1]), iprange=str(upper)))
+    if seg.subnet_v6 is not None:
+        # A small range: engine 20.10's allocator fails on ranges of 2^63 addresses.
+        dynamic6 = ipaddress.ip_network(f"{seg.subnet_v6[0xFFFF0000]}/112")
+        pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(dynamic6)))
+    try:
+        net = client.networks.create(
+            seg.network,
+            driver="bridge",
+            enable_ipv6=seg.subnet_v6 is not None,
+            ipam=IPAMConfig(pool_configs=pools),
+            options=options,
+            labels=labels,
+        )
+    except docker.errors.APIError as exc:
+        raise LabError(f"cannot create network {seg.network} for segment {seg.name}: {exc.explanation}") from None
+    net.reload()
+    configured = {
+        ipaddress.ip_network(c["Subnet"], strict=False) for c in (net.attrs.get("IPAM") or {}).get("Config") or []
+    }
+    wanted = {n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None}
+    if configured != wanted:
+        raise LabError(
+            f"the engine created segment {seg.name} with subnets {sorted(map(str, configured))}, "
+            f"not {sorted(map(str, wanted))}; this engine cannot build the requested network"
+        )
 
 
 def exec_in(client: docker.DockerClient, container: str, command: str, timeout: float = 60) -> ExecResult:
@@ -232,8 +319,29 @@ class Lab:
                     errors.append(exc)
         if errors:
             raise errors[0]
+        self.check_routed_paths()
 
-    def cancel(self) -> None:
+    def check_routed_paths(self) -> None:
+        """Ping the DNS server through each host's router; stop with the reason if one fails."""
+        paths = routed_paths_to_dns(self.plan)
+
+        def ping(path: RoutedPath) -> tuple[RoutedPath, ExecResult]:
+            return path, self.exec(path.host, f"ping -c 3 -i 0.2 -W 2 -q {path.address}", timeout=15)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(paths))) as pool:
+            failed = [(p, res) for p, res in pool.map(ping, paths) if not res.ok]
+        if failed:
+            lines = [f"{p.host} cannot reach the lab DNS server {p.target} at {p.address} "
+                     f"({'IPv4' if p.family == 'ipv4' else 'IPv6'}) through its router {p.via}"
+                     for p, _ in failed]
+            raise LabError(
+                "traffic routed between the lab's networks does not get through:\n  " + "\n  ".join(lines)
+                + "\nThe engine drops forwarded packets between its bridges. `testbed doctor` "
+                "inspects this engine's firewall and says what can be done."
+            )
+        if paths:
+            self.progress(f"{len(paths)} routed paths to the lab DNS server answer")
+
         """Stop creating objects (Ctrl-C): threads finish their current call and return."""
         self._cancelled.set()
 
@@ -247,38 +355,10 @@ class Lab:
 
     def _create_network(self, seg: SegmentPlan) -> None:
         self.check_cancel()
-        pools = []
-        if seg.subnet_v4 is not None:
-            # Fixed addresses live in the lower half, Docker's own picks in the upper half.
-            upper = list(seg.subnet_v4.subnets(prefixlen_diff=1))[1]
-            pools.append(IPAMPool(subnet=str(seg.subnet_v4), gateway=str(seg.subnet_v4[1]), iprange=str(upper)))
-        if seg.subnet_v6 is not None:
-            # A small range: engine 20.10's allocator fails on ranges of 2^63 addresses.
-            dynamic6 = ipaddress.ip_network(f"{seg.subnet_v6[0xFFFF0000]}/112")
-            pools.append(IPAMPool(subnet=str(seg.subnet_v6), gateway=str(seg.subnet_v6[1]), iprange=str(dynamic6)))
         options = network_options(self.plan.segments, seg.name, self.plan.caps)
-        try:
-            net = self.client.networks.create(
-                seg.network,
-                driver="bridge",
-                enable_ipv6=seg.subnet_v6 is not None,
-                ipam=IPAMConfig(pool_configs=pools),
-                options=options,
-                labels=self.plan.labels,
-            )
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot create network {seg.network} for segment {seg.name}: {exc.explanation}") from None
-        net.reload()
-        configured = {
-            ipaddress.ip_network(c["Subnet"], strict=False) for c in (net.attrs.get("IPAM") or {}).get("Config") or []
-        }
-        wanted = {n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None}
-        if configured != wanted:
-            raise LabError(
-                f"the engine created segment {seg.name} with subnets {sorted(map(str, configured))}, "
-                f"not {sorted(map(str, wanted))}; this engine cannot build the requested network"
-            )
-        self.progress(f"network {seg.network} ({seg.family}: {', '.join(map(str, sorted(wanted, key=str)))})")
+        create_network(self.client, seg, options, self.plan.labels)
+        wanted = sorted(map(str, (n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None)))
+        self.progress(f"network {seg.network} ({seg.family}: {', '.join(wanted)})")
 
     def _endpoint(self, iface) -> dict:
         return self.client.api.create_endpoint_config(

@@ -34,6 +34,9 @@ class EngineCaps:
     """What the Docker engine can do, from its API version."""
 
     api_version: tuple[int, int]
+    #: False only to show what the engine does without the lab's trusted bridges
+    #: (`testbed doctor`, tests); labs always trust them where the engine can.
+    trust_lab_bridges: bool = True
 
     @property
     def ipv6_only_networks(self) -> bool:
@@ -60,7 +63,7 @@ class EngineCaps:
     @property
     def trusted_host_interfaces(self) -> bool:
         # com.docker.network.bridge.trusted_host_interfaces: API 1.50 (engine 28.2, moby#49832).
-        return self.api_version >= (1, 50)
+        return self.trust_lab_bridges and self.api_version >= (1, 50)
 
     @classmethod
     def parse(cls, version: str) -> EngineCaps:
@@ -132,6 +135,17 @@ class Interface:
 class Route:
     family: str
     prefix: IPNetwork
+    via: IPAddress
+
+
+@dataclass(frozen=True)
+class RoutedPath:
+    """A path through a lab router that bring-up checks before the scenario relies on it."""
+
+    host: str
+    target: str
+    family: str
+    address: IPAddress
     via: IPAddress
 
 
@@ -628,3 +642,27 @@ def plan_zones(top: Topology, segments: dict[str, SegmentPlan], hosts: dict[str,
         out.append(Zone(origin, tuple(recs)))
     return tuple(out)
 
+
+
+def routed_paths_to_dns(plan: LabPlan) -> list[RoutedPath]:
+    """Every host's way to the lab DNS server through a router, one per family it routes.
+
+    Every host needs the DNS server, and a lab whose routers cannot forward
+    (an engine that drops routed traffic between its bridges) fails here in
+    seconds instead of minutes later as SMTP timeouts. Hosts on the server's
+    own segment need no router and are not checked.
+    """
+    if plan.dns_server not in plan.hosts:
+        return []
+    dns = plan.hosts[plan.dns_server]
+    paths = []
+    for host in plan.hosts.values():
+        if host.name == dns.name or host.kind == "router":
+            continue
+        for family in sorted(host.families):
+            for address in dns.addresses(family):
+                route = next((r for r in host.routes if r.family == family and address in r.prefix), None)
+                if route is not None:
+                    paths.append(RoutedPath(host.name, dns.name, family, address, route.via))
+                    break
+    return paths

@@ -180,3 +180,16 @@ def test_engines_without_direct_access_filtering_get_no_trusted_interfaces(api) 
     plan = plan_lab(mx_routing(), "r1", caps)
     assert not caps.direct_access_filter
     assert all(TRUSTED not in network_options(plan.segments, n, caps) for n in plan.segments)
+
+
+def test_routed_paths_to_dns_cover_every_family_a_host_routes() -> None:
+    from testbed.plan import routed_paths_to_dns
+
+    plan = plan_lab(mx_routing(), "r1", OLD)
+    paths = {(p.host, p.family, str(p.address), str(p.via)) for p in routed_paths_to_dns(plan)}
+    dns = plan.hosts["dns"]
+    assert plan.hosts["relay"].families == {"ipv4"}
+    assert ("relay", "ipv4", str(dns.addresses("ipv4")[0]), "198.18.3.2") in paths
+    assert ("mx20", "ipv6", str(dns.addresses("ipv6")[0]), "2001:db8:2::2") in paths
+    # Hosts on the DNS server's own segment, and routers, need no check.
+    assert not {p for p in paths if p[0] in ("mx10", "mx30", "router", "dns")}
