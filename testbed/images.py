@@ -47,7 +47,7 @@ from .errors import TestbedError
 log = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "testbed"
-SUITES = ("bookworm", "trixie")
+from .adapters.registry import SUITES  # noqa: E402 - the adapters are the source
 DEFAULT_SUITE = "bookworm"
 DEBIAN_IMAGE = "debian"
 

@@ -27,24 +27,20 @@ from pydantic import (
     field_validator,
 )
 
+from . import adapters
 from .errors import Problem, TopologyError
 from .source import SourceDoc, load_yaml
 
 Family = Literal["ipv4", "ipv6", "dual"]
 HostKind = Literal["mta", "dns", "client", "router", "mailstore"]
-SUITES = ("bookworm", "trixie")
+#: Debian releases every adapter supports (the adapters are the source).
+SUITES = adapters.suites()
 
 #: Software each kind of host may run; the first entry is the default.
-SOFTWARE: dict[str, tuple[str, ...]] = {
-    "mta": ("postfix", "exim", "sendmail"),
-    "mailstore": ("dovecot",),
-    "dns": ("testbed-dns",),
-    "client": ("swaks",),
-    "router": ("linux",),
-}
+SOFTWARE: dict[str, tuple[str, ...]] = adapters.software_by_kind()
 
 #: MTAs that can keep mailboxes themselves (Postfix's virtual delivery to Maildir).
-SELF_STORING = ("postfix",)
+SELF_STORING = adapters.self_storing()
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"
 FQDN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -434,7 +430,7 @@ class Topology(Strict):
     study: str = ""
     description: str = ""
     base_variant: Name = "default"
-    suite: Literal["bookworm", "trixie"] = "bookworm"
+    suite: Literal[SUITES] = SUITES[0]  # type: ignore[valid-type]
     pools: Pools = Pools()
     timing: Timing = Timing()
     segments: dict[Name, Segment]

@@ -12,14 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .adapters import adapter_for, mta_adapter
-from .adapters.dns import QUERY_LOG
-from .adapters.dovecot import DovecotAdapter
+from .adapters import DnsAdapter, MailstoreAdapter, adapter_for, mta_adapter
 from .events import MailboxMessage, MailEvent, QueueEntry
 from .fabric import Lab
-from .mailbox import imap_dump_command, parse_maildir_dump
+from .mailbox import imap_dump_command, mailbox_password, parse_maildir_dump
 from .model import reachable_segments
-from .plan import HostPlan, LabPlan, mailbox_password
+from .plan import HostPlan, LabPlan
 
 
 def mta_hosts(plan: LabPlan) -> list[str]:
@@ -85,7 +83,7 @@ def mailbox_readers(plan: LabPlan) -> list[MailboxReader]:
                     cmd = imap_dump_command(server, address, mailbox_password(address))
                     readers.append(MailboxReader(address, host, cmd, "imap from client"))
                 else:
-                    cmd = DovecotAdapter().mailbox_command(address)
+                    cmd = adapter_for(store.software, MailstoreAdapter).mailbox_command(dname, user)
                     readers.append(MailboxReader(address, store.name, cmd, "doveadm"))
                 continue
             final = top.mailbox_host(dname)
@@ -138,7 +136,8 @@ def versions(lab: Lab) -> dict[str, str]:
 
 def dns_query_log(lab: Lab) -> str:
     """The DNS server's query log as written (JSON lines); parse with parse_query_log."""
-    return lab.read_file(lab.plan.dns_server, QUERY_LOG)
+    server = lab.plan.hosts[lab.plan.dns_server]
+    return lab.read_file(server.name, adapter_for(server.software, DnsAdapter).query_log)
 
 
 def parse_query_log(text: str) -> list[dict[str, Any]]:

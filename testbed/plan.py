@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapters import adapter_for
 from .errors import PreflightError
-from .model import FAMILIES_OF, Topology
+from .model import FAMILIES_OF, Timing, Topology
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -171,6 +172,10 @@ class LabPlan:
     def variant(self) -> str:
         return self.topology.variant
 
+    @property
+    def timing(self) -> Timing:
+        return self.topology.timing
+
     def host_by_address(self, address: str) -> str | None:
         try:
             wanted = ipaddress.ip_address(address.split("%")[0])
@@ -327,7 +332,7 @@ def plan_lab(
             software=top.software_of(name),
             fqdn=top.fqdn_of(name),
             stack=stack,
-            image=image_of(host.kind, top.software_of(name)),
+            image=image_of(top.software_of(name)),
             container=f"tb-{run_id}-{name}",
             interfaces=tuple(interfaces[name]),
             routes=tuple(routes[name]),
@@ -340,14 +345,9 @@ def plan_lab(
     return LabPlan(run_id, top, suite, caps, segments, hosts, zones, dns_name, labels)
 
 
-def image_of(kind: str, software: str) -> str:
-    """The image (testbed/<image>:<suite>) a host of this kind and software runs."""
-    return {"router": "base", "dns": "dns", "client": "client"}.get(kind, software)
-
-
-def mailbox_password(address: str) -> str:
-    """Every lab mailbox has the same, documented password (it is a lab)."""
-    return "testbed"
+def image_of(software: str) -> str:
+    """The image (testbed/<image>:<suite>) a host running this software needs."""
+    return adapter_for(software).image
 
 
 def _plan_segments(

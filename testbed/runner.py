@@ -133,7 +133,7 @@ def ensure_images_for_topologies(
     by_suite: dict[str, set[str]] = {}
     for topo, suite in topologies:
         by_suite.setdefault(suite, set()).update(
-            image_of(h.kind, topo.software_of(name)) for name, h in topo.hosts.items()
+            image_of(topo.software_of(name)) for name in topo.hosts
         )
     ids: ImageIds = {}
     for suite, names in sorted(by_suite.items()):

@@ -12,9 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import adapter_for, mta_adapter
-from .adapters.client import SwaksClient
-from .adapters.dns import control_command
+from .adapters import ClientAdapter, DnsAdapter, HostAdapter, adapter_for, mta_adapter
 from .errors import LabError
 from .events import QueueEntry
 from .fabric import Lab
@@ -114,12 +112,11 @@ class ScenarioRunner:
         elif isinstance(step, StartStep):
             self._start(step.start)
         elif isinstance(step, StopServiceStep):
-            res = self.lab.exec(step.stop_service, "sh /etc/testbed/service stop")
+            res = self.lab.exec(step.stop_service, self._adapter(step.stop_service).stop_command())
             record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
         elif isinstance(step, StartServiceStep):
             host = step.start_service
-            res = self.lab.exec(host, "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done",
-                                timeout=60)
+            res = self.lab.exec(host, self._adapter(host).start_command(), timeout=60)
             record.ok, record.detail = res.ok, {"output": (res.stdout + res.stderr).strip()}
         elif isinstance(step, FlushStep):
             hosts = mta_hosts(self.plan) if step.flush == "all" else list(step.flush)
@@ -137,8 +134,7 @@ class ScenarioRunner:
         server = self.plan.hosts[spec.via]
         message_id = message_id_for(spec.id, self.plan.run_id, client.fqdn)
         self.message_ids[spec.id] = message_id
-        swaks = adapter_for(client.software)
-        assert isinstance(swaks, SwaksClient)
+        swaks = adapter_for(client.software, ClientAdapter)
         cmd = swaks.send_command(
             server=server.fqdn,
             sender=spec.sender,
@@ -150,7 +146,7 @@ class ScenarioRunner:
         )
         res = self.lab.exec(client_name, cmd, timeout=60)
         self.run_dir.write_text(f"sends/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")
-        reply = _last_reply(res.stdout)
+        reply = swaks.last_reply(res.stdout)
         record.ok = res.ok
         record.detail = {"message_id": message_id, "client": client_name, "server": server.fqdn, "reply": reply}
         self.sends[spec.id] = {**record.detail, "accepted": res.ok}
@@ -186,7 +182,7 @@ class ScenarioRunner:
         record.detail = {"flushed": flushed}
 
     def settle(self, timeout: float | None, record: StepRecord) -> None:
-        timing = self.plan.topology.timing
+        timing = self.plan.timing
         timeout = timeout or timing.settle_timeout
         hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
         deadline = time.monotonic() + timeout
@@ -238,11 +234,15 @@ class ScenarioRunner:
         outputs = []
         for verb, rules in actions:
             rules = self.plan.dns_rules(rules) if rules is not None else None
-            res = self.lab.exec(self.plan.dns_server, control_command(verb, rules))
+            dns = adapter_for(self.plan.hosts[self.plan.dns_server].software, DnsAdapter)
+            res = self.lab.exec(self.plan.dns_server, dns.control_command(verb, rules))
             if not res.ok:
                 raise ScenarioError(f"the DNS server refused `{verb}`: {(res.stdout + res.stderr).strip()}")
             outputs.append(res.stdout.strip())
         record.detail = {"actions": [a for a, _ in actions], "output": outputs}
+
+    def _adapter(self, host: str) -> HostAdapter:
+        return adapter_for(self.plan.hosts[host].software)
 
     # --- probing ---------------------------------------------------------------------
 
@@ -292,16 +292,6 @@ class ScenarioRunner:
             else:
                 del self._flushed[host]
         return pending
-
-
-def _last_reply(swaks_output: str) -> str | None:
-    """The server's reply to the end of DATA, from swaks' transcript."""
-    replies = [line[3:].strip() for line in swaks_output.splitlines() if line.startswith(("<~ ", "<**", "<- "))]
-    data_replies = [r for r in replies if r[:3].isdigit()]
-    for r in reversed(data_replies):
-        if not r.startswith("221"):
-            return r
-    return None
 
 
 def _kind(step: Any) -> str:
