@@ -14,7 +14,8 @@ from typing import Any
 
 from .adapters import DnsAdapter, MailstoreAdapter, adapter_for, mta_adapter
 from .events import MailboxMessage, MailEvent, QueueEntry
-from .fabric import Lab
+from .errors import HostDown
+from .labapi import LiveLab
 from .mailbox import imap_dump_command, mailbox_password, parse_maildir_dump
 from .model import reachable_segments
 from .plan import HostPlan, LabPlan
@@ -32,23 +33,34 @@ def parallel(fn: Callable[[str], Any], items: list[str]) -> dict[str, Any]:
         return dict(zip(items, pool.map(fn, items)))
 
 
-def queues(lab: Lab, hosts: list[str] | None = None) -> dict[str, list[QueueEntry] | None]:
+def queues(lab: LiveLab, hosts: list[str] | None = None) -> dict[str, list[QueueEntry] | None]:
     """Queue of every (running) MTA; None for a host that is down."""
     plan = lab.plan
 
     def one(host: str) -> list[QueueEntry] | None:
         adapter = mta_adapter(plan.hosts[host].software)
-        res = lab.exec(host, adapter.queue_command(), timeout=30)
-        if res.rc == 125 or (not res.ok and not lab.running(host)):
+        try:
+            res = lab.exec(host, adapter.queue_command(), timeout=30)
+        except HostDown:
+            return None
+        if not res.ok and not lab.running(host):  # it went down while listing
             return None
         return adapter.parse_queue(res.stdout)
 
     return parallel(one, hosts if hosts is not None else mta_hosts(plan))
 
 
-def mail_logs(lab: Lab) -> dict[str, str]:
+def mail_logs(lab: LiveLab) -> dict[str, str]:
+    """Each MTA's log; a host that is down has none to show ("")."""
     plan = lab.plan
-    return parallel(lambda h: lab.read_file(h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
+    return parallel(lambda h: _read_unless_down(lab, h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
+
+
+def _read_unless_down(lab: LiveLab, host: str, path: str) -> str:
+    try:
+        return lab.read_file(host, path)
+    except HostDown:
+        return ""
 
 
 def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
@@ -109,35 +121,41 @@ def _imap_client(plan: LabPlan, store: HostPlan) -> tuple[str, str] | None:
     return None
 
 
-def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage] | None]:
+def mailboxes(lab: LiveLab) -> dict[str, list[MailboxMessage] | None]:
     """Every mailbox of the topology; None for one that could not be read."""
     readers = {r.address: r for r in mailbox_readers(lab.plan)}
 
     def read(address: str) -> list[MailboxMessage] | None:
         r = readers[address]
-        res = lab.exec(r.host, r.command, timeout=30)
+        try:
+            res = lab.exec(r.host, r.command, timeout=30)
+        except HostDown:
+            return None
         return parse_maildir_dump(res.stdout) if res.ok else None
 
     return parallel(read, list(readers))
 
 
-def versions(lab: Lab) -> dict[str, str]:
+def versions(lab: LiveLab) -> dict[str, str]:
     """The version of each piece of software in the lab, asked of one running host each."""
     found: dict[str, str] = {}
     for host in lab.plan.hosts.values():
         command = adapter_for(host.software).version_command()
         if host.software in found or not command or not lab.running(host.name):
             continue
-        res = lab.exec(host.name, command, timeout=15)
+        try:
+            res = lab.exec(host.name, command, timeout=15)
+        except HostDown:
+            continue
         if res.ok and res.stdout.strip():
             found[host.software] = res.stdout.strip().splitlines()[0]
     return found
 
 
-def dns_query_log(lab: Lab) -> str:
+def dns_query_log(lab: LiveLab) -> str:
     """The DNS server's query log as written (JSON lines); parse with parse_query_log."""
     server = lab.plan.hosts[lab.plan.dns_server]
-    return lab.read_file(server.name, adapter_for(server.software, DnsAdapter).query_log)
+    return _read_unless_down(lab, server.name, adapter_for(server.software, DnsAdapter).query_log)
 
 
 def parse_query_log(text: str) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from . import fabric, observe
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
+from .labapi import ManagedLab
 from .model import Topology
 from .plan import IPNetwork, LabPlan, image_of, plan_lab
 from .preflight import check_pools, host_reserved
@@ -181,7 +182,7 @@ def run_plans(
     return [r for r in results if r is not None]
 
 
-def run_one(lab: Lab, options: RunOptions) -> RunResult:
+def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     """Bring one lab up, run its scenario, judge it, and tear it down (always)."""
     plan = lab.plan
     run_dir = RunDir.create(options.runs_root, plan.name, plan.variant, plan.run_id)
@@ -221,7 +222,7 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
     return result
 
 
-def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult) -> None:
+def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult) -> None:
     plan = lab.plan
     logs = observe.mail_logs(lab)
     for host, text in logs.items():
@@ -231,7 +232,8 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
     queues = observe.queues(lab)
     run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
     mailboxes = observe.mailboxes(lab)
-    run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] for a, msgs in mailboxes.items()})
+    run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] if msgs is not None else None
+                                          for a, msgs in mailboxes.items()})
     dns_log = observe.dns_query_log(lab)
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
@@ -253,7 +255,7 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult)
     result.versions = observe.versions(lab)
 
 
-def _save_container_logs(lab: Lab, run_dir: RunDir) -> None:
+def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:
     for host in lab.plan.hosts:
         text = lab.container_log(host)
         if text:

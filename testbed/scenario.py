@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters import ClientAdapter, DnsAdapter, HostAdapter, adapter_for, mta_adapter
-from .errors import LabError
+from .errors import HostDown, LabError
 from .events import QueueEntry
-from .fabric import Lab
+from .labapi import LiveLab
 from .model import (
     DnsStep,
     FlushStep,
@@ -77,7 +77,7 @@ class _Probe:
 
 
 class ScenarioRunner:
-    def __init__(self, lab: Lab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
+    def __init__(self, lab: LiveLab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
         self.lab = lab
         self.plan = lab.plan
         self.run_dir = run_dir
@@ -251,13 +251,17 @@ class ScenarioRunner:
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
+            log = adapter.mail_log
             cmd = (
                 f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
-                f"echo {_LOG_MARK} $rc; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
+                f"echo {_LOG_MARK} $rc; if [ -e {log} ]; then wc -c < {log}; else echo 0; fi"
             )
-            res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
+            try:
+                res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
+            except HostDown:
+                return _Probe(None, 0)
             head, mark, tail = res.stdout.partition(_LOG_MARK)
-            if res.rc == 125 or not mark:
+            if not mark:
                 if not self.lab.running(host):
                     return _Probe(None, 0)
                 output = (res.stdout + res.stderr).strip()[-500:] or "no output"
