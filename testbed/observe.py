@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from .adapters import DnsAdapter, MailstoreAdapter, adapter_for, mta_adapter
+from .adapters import DnsAdapter, adapter_for, mta_adapter
 from .events import MailboxMessage, MailEvent, QueueEntry
 from .errors import HostDown
 from .labapi import LiveLab
-from .mailbox import imap_dump_command, mailbox_password, parse_maildir_dump
-from .model import reachable_segments
-from .plan import HostPlan, LabPlan
+from .mailbox import parse_maildir_dump
+from .plan import LabPlan
 
 
 def mta_hosts(plan: LabPlan) -> list[str]:
@@ -70,60 +68,9 @@ def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
     return events
 
 
-@dataclass(frozen=True)
-class MailboxReader:
-    """Where and how one mailbox is read."""
-
-    address: str
-    host: str  # the container the command runs in
-    command: str
-    how: str  # "imap from client", "doveadm", "maildir"
-
-
-def mailbox_readers(plan: LabPlan) -> list[MailboxReader]:
-    """Read each mailbox over IMAP from a client host, like a user (else inside its store)."""
-    readers = []
-    top = plan.topology
-    for dname, dom in top.domains.items():
-        for user in dom.mailboxes:
-            address = f"{user}@{dname}"
-            if dom.mailstore:
-                store = plan.hosts[dom.mailstore]
-                client = _imap_client(plan, store)
-                if client:
-                    host, server = client
-                    cmd = imap_dump_command(server, address, mailbox_password(address))
-                    readers.append(MailboxReader(address, host, cmd, "imap from client"))
-                else:
-                    cmd = adapter_for(store.software, MailstoreAdapter).mailbox_command(dname, user)
-                    readers.append(MailboxReader(address, store.name, cmd, "doveadm"))
-                continue
-            final = top.mailbox_host(dname)
-            if final is None:
-                continue
-            cmd = mta_adapter(plan.hosts[final].software).mailbox_command(dname, user)
-            if cmd:
-                readers.append(MailboxReader(address, final, cmd, "maildir"))
-    return readers
-
-
-def _imap_client(plan: LabPlan, store: HostPlan) -> tuple[str, str] | None:
-    """A client host and a store address it can reach over a family both have."""
-    reach = reachable_segments(plan.topology)
-    store_seg = store.interfaces[0].segment
-    for host in plan.hosts.values():
-        if host.kind != "client":
-            continue
-        for family in ("ipv6", "ipv4"):
-            addrs = store.addresses(family)
-            if addrs and family in host.families and store_seg in reach[family].get(host.interfaces[0].segment, ()):
-                return host.name, str(addrs[0])
-    return None
-
-
 def mailboxes(lab: LiveLab) -> dict[str, list[MailboxMessage] | None]:
     """Every mailbox of the topology; None for one that could not be read."""
-    readers = {r.address: r for r in mailbox_readers(lab.plan)}
+    readers = {r.address: r for r in lab.plan.mailboxes}
 
     def read(address: str) -> list[MailboxMessage] | None:
         r = readers[address]

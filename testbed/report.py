@@ -101,17 +101,15 @@ def _evidence(hist: History, limit: int = 12) -> list[str]:
 
 def result_panel(result: RunResult) -> Panel:
     plan = result.plan
-    topo = plan.topology
     software = sorted({h.software for h in plan.hosts.values() if h.kind == "mta"})
     parts: list = []
-    meta = Text(f"{topo.title}  ({topo.study})\n" if topo.title else "", style="italic")
+    meta = Text(f"{plan.title}  ({plan.study})\n" if plan.title else "", style="italic")
     meta.append(f"{', '.join(software)} on {plan.suite} · run {plan.run_id}")
     if result.timings:
         meta.append(f" · {sum(result.timings.values()):.1f} s")
     parts.append(meta)
-    variant_desc = topo.variants.get(topo.variant)
-    if variant_desc and variant_desc.description:
-        parts.append(Text(" ".join(variant_desc.description.split()), style="dim"))
+    if plan.variant_description:
+        parts.append(Text(" ".join(plan.variant_description.split()), style="dim"))
     if result.error:
         parts.append(Text(f"ERROR: {result.error}", style="bold red"))
     for hist in result.histories.values():

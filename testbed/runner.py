@@ -75,12 +75,12 @@ class RunResult:
         return self.error is None and any(c.status == "pass" for c in self.checks) and all(c.passed for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        topo = self.plan.topology
+        plan = self.plan
         return {
-            "topology": topo.name,
-            "title": topo.title,
-            "study": topo.study,
-            "variant": topo.variant,
+            "topology": plan.name,
+            "title": plan.title,
+            "study": plan.study,
+            "variant": plan.variant,
             "run_id": self.plan.run_id,
             "suite": self.plan.suite,
             "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind in ("mta", "mailstore")},
@@ -122,20 +122,25 @@ ImageIds = dict[tuple[str, str], str]  # (suite, image name) -> image id
 
 def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> ImageIds:
     """Build what the plans need; containers are then created from these exact ids."""
-    return ensure_images_for_topologies([(p.topology, p.suite) for p in plans], progress)
+    by_suite: dict[str, set[str]] = {}
+    for plan in plans:
+        by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+    return _ensure_images(by_suite, progress)
 
 
 def ensure_images_for_topologies(
     topologies: Sequence[tuple[Topology, str]], progress: Progress = _quiet
 ) -> ImageIds:
-    """Build the images of (topology, suite) pairs, each suite once."""
-    from .images import ensure_images
-
+    """Build the images of (topology, suite) pairs before planning (the matrix), each suite once."""
     by_suite: dict[str, set[str]] = {}
     for topo, suite in topologies:
-        by_suite.setdefault(suite, set()).update(
-            image_of(topo.software_of(name)) for name in topo.hosts
-        )
+        by_suite.setdefault(suite, set()).update(image_of(topo.software_of(name)) for name in topo.hosts)
+    return _ensure_images(by_suite, progress)
+
+
+def _ensure_images(by_suite: dict[str, set[str]], progress: Progress) -> ImageIds:
+    from .images import ensure_images
+
     ids: ImageIds = {}
     for suite, names in sorted(by_suite.items()):
         built = ensure_images(sorted(names), suite, progress=lambda image, msg: progress(f"image {image}", msg))
@@ -237,7 +242,7 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
     dns_log = observe.dns_query_log(lab)
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
-    specs = plan.topology.messages()
+    specs = plan.messages()
     result.histories = {
         name: tracker.history(name, runner.message_ids[name], tuple(spec.to))
         for name, spec in specs.items()

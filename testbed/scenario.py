@@ -93,7 +93,7 @@ class ScenarioRunner:
     # --- driver --------------------------------------------------------------------
 
     def run(self) -> list[StepRecord]:
-        for index, step in enumerate(self.plan.topology.scenario):
+        for index, step in enumerate(self.plan.scenario):
             self.lab.check_cancel()
             record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0)
             self.progress(f"step {index + 1}: {record.summary}")

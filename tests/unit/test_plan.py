@@ -155,3 +155,14 @@ def test_host_by_address_handles_mapped_addresses() -> None:
     assert plan.host_by_address("::ffff:198.18.3.25") == "relay"
     assert plan.host_by_address("2001:db8:2::20") == "mx20"
     assert plan.host_by_address("203.0.113.1") is None
+
+
+def test_the_plan_says_how_each_mailbox_is_read(topologies_dir: Path) -> None:
+    from recorded import mx_routing_plan
+
+    exim = mx_routing_plan(software="exim")
+    assert [(r.address, r.host, r.how) for r in exim.mailboxes] == [
+        ("user@brainbird.nl", "client", "imap from client"), ("user@skimbee.net", "client", "imap from client")]
+    # The client is on the dual-stack core: IPv6 to brainbird.nl's store, IPv4 to IPv4-only skimbee.net's.
+    assert "imap.brainbird.nl" not in exim.mailboxes[0].command and "2001:db8:1::110" in exim.mailboxes[0].command
+    assert "198.18.3.111" in exim.mailboxes[1].command
