@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BOUNCE, EXIM
+from conftest import BOUNCE
 from fakelab import FakeLab
 from recorded import DATA
 
