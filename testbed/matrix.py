@@ -18,7 +18,7 @@ from .errors import Problem, TopologyError
 from .adapters import software_by_kind
 from .model import Name, Strict, Topology, load_topology, mta_host_names, variant_names
 from .report import tidy
-from .runner import RunResult
+from .results import RunResult
 from .source import load_yaml
 from .track import History, Hop
 

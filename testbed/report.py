@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from .runner import RunResult
+from .results import RunResult
 from .track import History, Hop
 
 _OUTCOME_STYLE = {
