@@ -289,44 +289,23 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> No
     """Run every reproduction with every MTA (and mixed assignments); write an outcomes table."""
     import time
 
-    from . import fabric
-    from . import matrix as mx
+    from .matrixrun import run_matrix
     from .rundir import runs_root
-    from .runner import RunOptions, ensure_images_for_topologies, plan_runs, run_plans
 
     topologies = REPO_ROOT / "topologies"
-    spec_model = mx.load_spec(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies)
-    todo = mx.cells(spec_model, topologies, list(suites) or ["bookworm"], list(mtas) or None)
-    client = fabric.connect()
     target = Path(out_dir) if out_dir else runs_root() / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.mkdir(parents=True, exist_ok=True)
-    options = RunOptions(runs_root=target / "runs", progress=lambda label, msg: None)
-    topos = [mx.topology_for(c, topologies) for c in todo]
-    image_ids = ensure_images_for_topologies([(t, t.suite) for t in topos], progress=_image_progress)
-    plans = plan_runs(client, topos)  # all at once: every lab gets its own subnets
-    cell_of = {plan.run_id: cell for plan, cell in zip(plans, todo)}
-    done: list[int] = []
 
-    def report(result) -> None:
-        done.append(1)
-        cell = cell_of[result.plan.run_id]
-        row = mx.outcome(cell, result)
+    def report(done: int, total: int, cell, row) -> None:
         mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
-        console.print(f"[{len(done)}/{len(todo)}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
+        console.print(f"[{done}/{total}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
                       f"{row['state']} {mark} ({row['expectations']})", highlight=False)
 
-    started = time.monotonic()
-    results = run_plans(client, plans, options, image_ids, jobs=jobs, on_result=report)
-    rows = [mx.outcome(cell, result) for cell, result in zip(todo, results)]
-    elapsed = time.monotonic() - started
-    table = mx.markdown(rows)
-    changes = mx.suite_changes(rows)
-    (target / "matrix.md").write_text(
-        f"# MTA matrix\n\n{len(rows)} labs in {elapsed:.0f} s\n\n{table}\n{changes}")
-    (target / "matrix.json").write_text(json.dumps({"elapsed_s": round(elapsed, 1), "rows": rows}, indent=2) + "\n")
-    out.print(table + ("\n" + changes if changes else ""), highlight=False, markup=False)
-    out.print(f"{len(rows)} labs in {elapsed:.0f} s; table: {target / 'matrix.md'}", highlight=False)
-    sys.exit(0 if all(r["as_expected"] for r in rows) else EXIT_FAILED)
+    run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
+                     list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
+                     on_row=report, image_progress=_image_progress)
+    out.print(run.table + ("\n" + run.changes if run.changes else ""), highlight=False, markup=False)
+    out.print(f"{len(run.rows)} labs in {run.elapsed_s:.0f} s; table: {target / 'matrix.md'}", highlight=False)
+    sys.exit(0 if run.as_expected else EXIT_FAILED)
 
 
 @main.command()

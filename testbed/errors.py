@@ -54,3 +54,11 @@ class PreflightError(TestbedError):
 
 class LabError(TestbedError):
     """Something went wrong while running a lab (a container that did not come up)."""
+
+
+class HostDown(LabError):
+    """A command was meant for a host that is not running (a scenario step stopped it)."""
+
+    def __init__(self, host: str, detail: str = ""):
+        self.host = host
+        super().__init__(f"{host} is not running" + (f" ({detail})" if detail else ""))

@@ -10,19 +10,20 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import shlex
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool, Mount
 
 from .adapters import RenderedFile
-from .errors import DockerUnavailable, LabError
+from .errors import DockerUnavailable, HostDown, LabError
+from .labapi import ExecResult
 from .plan import (
     LABEL_ADDRESSES,
     LABEL_HOST,
@@ -47,17 +48,6 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
 
 
 def connect() -> docker.DockerClient:
@@ -342,6 +332,7 @@ class Lab:
         if paths:
             self.progress(f"{len(paths)} routed paths to the lab DNS server answer")
 
+    def cancel(self) -> None:
         """Stop creating objects (Ctrl-C): threads finish their current call and return."""
         self._cancelled.set()
 
@@ -467,11 +458,18 @@ class Lab:
             return False
 
     def exec(self, host: str, command: str, timeout: float = 60) -> ExecResult:
-        """Run a shell command in a host; a stopped host gives rc 125 and a message."""
-        return exec_in(self.client, self.container(host), command, timeout)
+        """Run a shell command in a host; a host that is not running raises HostDown."""
+        res = exec_in(self.client, self.container(host), command, timeout)
+        if res.rc == 125 and not self.running(host):
+            raise HostDown(host, res.stderr.strip())
+        return res
 
     def read_file(self, host: str, path: str) -> str:
-        res = self.exec(host, f"cat {path} 2>/dev/null || true")
+        """A file's text; one that does not exist (yet) reads as empty, a failed read raises."""
+        p = shlex.quote(path)
+        res = self.exec(host, f"if [ -e {p} ]; then cat {p}; fi")
+        if not res.ok:
+            raise LabError(f"cannot read {path} on {host} (exit {res.rc}): {res.stderr.strip()}")
         return res.stdout
 
     def container_log(self, host: str, tail: int | str = "all") -> str:

@@ -47,7 +47,8 @@ from .errors import TestbedError
 log = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "testbed"
-SUITES = ("bookworm", "trixie")
+from .adapters.registry import SUITES  # noqa: E402 - the adapters are the source
+
 # Suites the builder also knows, for images that are not lab hosts: forky's
 # docker.io is the current engine `testbed engine` runs nested.
 EXTRA_BUILD_SUITES = ("forky",)

@@ -13,6 +13,11 @@ _MARKER = "==> testbed-message "
 _MSGID_RE = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
 
+def mailbox_password(address: str) -> str:
+    """Every lab mailbox has the same, documented password (it is a lab)."""
+    return "testbed"
+
+
 def maildir_dump_command(maildir: str, limit: int = 262144) -> str:
     """Print every message of a Maildir, each after a marker line."""
     d = shlex.quote(maildir.rstrip("/"))

@@ -15,13 +15,14 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from .errors import Problem, TopologyError
-from .model import SOFTWARE, Name, Strict, Topology, load_topology, mta_host_names, variant_names
+from .adapters import software_by_kind
+from .model import Name, Strict, Topology, load_topology, mta_host_names, variant_names
 from .report import tidy
-from .runner import RunResult
+from .results import RunResult
 from .source import load_yaml
 from .track import History, Hop
 
-MTAS = SOFTWARE["mta"]
+MTAS = software_by_kind()["mta"]
 
 
 class MatrixSpec(Strict):

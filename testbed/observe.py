@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from .adapters import adapter_for, mta_adapter
-from .adapters.dns import QUERY_LOG
-from .adapters.dovecot import DovecotAdapter
+from .adapters import DnsAdapter, adapter_for, mta_adapter
 from .events import MailboxMessage, MailEvent, QueueEntry
-from .fabric import Lab
-from .mailbox import imap_dump_command, parse_maildir_dump
-from .model import reachable_segments
-from .plan import HostPlan, LabPlan, mailbox_password
+from .errors import HostDown
+from .labapi import LiveLab
+from .mailbox import parse_maildir_dump
+from .plan import LabPlan
 
 
 def mta_hosts(plan: LabPlan) -> list[str]:
@@ -34,23 +31,34 @@ def parallel(fn: Callable[[str], Any], items: list[str]) -> dict[str, Any]:
         return dict(zip(items, pool.map(fn, items)))
 
 
-def queues(lab: Lab, hosts: list[str] | None = None) -> dict[str, list[QueueEntry] | None]:
+def queues(lab: LiveLab, hosts: list[str] | None = None) -> dict[str, list[QueueEntry] | None]:
     """Queue of every (running) MTA; None for a host that is down."""
     plan = lab.plan
 
     def one(host: str) -> list[QueueEntry] | None:
         adapter = mta_adapter(plan.hosts[host].software)
-        res = lab.exec(host, adapter.queue_command(), timeout=30)
-        if res.rc == 125 or (not res.ok and not lab.running(host)):
+        try:
+            res = lab.exec(host, adapter.queue_command(), timeout=30)
+        except HostDown:
+            return None
+        if not res.ok and not lab.running(host):  # it went down while listing
             return None
         return adapter.parse_queue(res.stdout)
 
     return parallel(one, hosts if hosts is not None else mta_hosts(plan))
 
 
-def mail_logs(lab: Lab) -> dict[str, str]:
+def mail_logs(lab: LiveLab) -> dict[str, str]:
+    """Each MTA's log; a host that is down has none to show ("")."""
     plan = lab.plan
-    return parallel(lambda h: lab.read_file(h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
+    return parallel(lambda h: _read_unless_down(lab, h, mta_adapter(plan.hosts[h].software).mail_log), mta_hosts(plan))
+
+
+def _read_unless_down(lab: LiveLab, host: str, path: str) -> str:
+    try:
+        return lab.read_file(host, path)
+    except HostDown:
+        return ""
 
 
 def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
@@ -60,85 +68,41 @@ def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
     return events
 
 
-@dataclass(frozen=True)
-class MailboxReader:
-    """Where and how one mailbox is read."""
-
-    address: str
-    host: str  # the container the command runs in
-    command: str
-    how: str  # "imap from client", "doveadm", "maildir"
-
-
-def mailbox_readers(plan: LabPlan) -> list[MailboxReader]:
-    """Read each mailbox over IMAP from a client host, like a user (else inside its store)."""
-    readers = []
-    top = plan.topology
-    for dname, dom in top.domains.items():
-        for user in dom.mailboxes:
-            address = f"{user}@{dname}"
-            if dom.mailstore:
-                store = plan.hosts[dom.mailstore]
-                client = _imap_client(plan, store)
-                if client:
-                    host, server = client
-                    cmd = imap_dump_command(server, address, mailbox_password(address))
-                    readers.append(MailboxReader(address, host, cmd, "imap from client"))
-                else:
-                    cmd = DovecotAdapter().mailbox_command(address)
-                    readers.append(MailboxReader(address, store.name, cmd, "doveadm"))
-                continue
-            final = top.mailbox_host(dname)
-            if final is None:
-                continue
-            cmd = mta_adapter(plan.hosts[final].software).mailbox_command(dname, user)
-            if cmd:
-                readers.append(MailboxReader(address, final, cmd, "maildir"))
-    return readers
-
-
-def _imap_client(plan: LabPlan, store: HostPlan) -> tuple[str, str] | None:
-    """A client host and a store address it can reach over a family both have."""
-    reach = reachable_segments(plan.topology)
-    store_seg = store.interfaces[0].segment
-    for host in plan.hosts.values():
-        if host.kind != "client":
-            continue
-        for family in ("ipv6", "ipv4"):
-            addrs = store.addresses(family)
-            if addrs and family in host.families and store_seg in reach[family].get(host.interfaces[0].segment, ()):
-                return host.name, str(addrs[0])
-    return None
-
-
-def mailboxes(lab: Lab) -> dict[str, list[MailboxMessage] | None]:
+def mailboxes(lab: LiveLab) -> dict[str, list[MailboxMessage] | None]:
     """Every mailbox of the topology; None for one that could not be read."""
-    readers = {r.address: r for r in mailbox_readers(lab.plan)}
+    readers = {r.address: r for r in lab.plan.mailboxes}
 
     def read(address: str) -> list[MailboxMessage] | None:
         r = readers[address]
-        res = lab.exec(r.host, r.command, timeout=30)
+        try:
+            res = lab.exec(r.host, r.command, timeout=30)
+        except HostDown:
+            return None
         return parse_maildir_dump(res.stdout) if res.ok else None
 
     return parallel(read, list(readers))
 
 
-def versions(lab: Lab) -> dict[str, str]:
+def versions(lab: LiveLab) -> dict[str, str]:
     """The version of each piece of software in the lab, asked of one running host each."""
     found: dict[str, str] = {}
     for host in lab.plan.hosts.values():
         command = adapter_for(host.software).version_command()
         if host.software in found or not command or not lab.running(host.name):
             continue
-        res = lab.exec(host.name, command, timeout=15)
+        try:
+            res = lab.exec(host.name, command, timeout=15)
+        except HostDown:
+            continue
         if res.ok and res.stdout.strip():
             found[host.software] = res.stdout.strip().splitlines()[0]
     return found
 
 
-def dns_query_log(lab: Lab) -> str:
+def dns_query_log(lab: LiveLab) -> str:
     """The DNS server's query log as written (JSON lines); parse with parse_query_log."""
-    return lab.read_file(lab.plan.dns_server, QUERY_LOG)
+    server = lab.plan.hosts[lab.plan.dns_server]
+    return _read_unless_down(lab, server.name, adapter_for(server.software, DnsAdapter).query_log)
 
 
 def parse_query_log(text: str) -> list[dict[str, Any]]:

@@ -12,8 +12,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapters import MailstoreAdapter, adapter_for, mta_adapter
 from .errors import PreflightError
-from .model import FAMILIES_OF, Topology
+from .mailbox import imap_dump_command, mailbox_password
+from .model import FAMILIES_OF, Expect, SendSpec, Step, Timing, Topology, reachable_segments
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -205,6 +207,16 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class MailboxReader:
+    """Where and how one mailbox is read."""
+
+    address: str
+    host: str  # the container the command runs in
+    command: str
+    how: str  # "imap from client", "doveadm", "maildir"
+
+
+@dataclass(frozen=True)
 class LabPlan:
     run_id: str
     topology: Topology
@@ -215,6 +227,10 @@ class LabPlan:
     zones: tuple[Zone, ...]
     dns_server: str
     labels: dict[str, str] = field(default_factory=dict)
+    #: How each mailbox of the topology is read after the scenario.
+    mailboxes: tuple[MailboxReader, ...] = ()
+
+    # What the later stages need of the topology; they read it here, never the topology itself.
 
     @property
     def name(self) -> str:
@@ -223,6 +239,35 @@ class LabPlan:
     @property
     def variant(self) -> str:
         return self.topology.variant
+
+    @property
+    def title(self) -> str:
+        return self.topology.title
+
+    @property
+    def study(self) -> str:
+        return self.topology.study
+
+    @property
+    def variant_description(self) -> str:
+        variant = self.topology.variants.get(self.topology.variant)
+        return variant.description if variant else ""
+
+    @property
+    def timing(self) -> Timing:
+        return self.topology.timing
+
+    @property
+    def scenario(self) -> list[Step]:
+        return self.topology.scenario
+
+    @property
+    def expectations(self) -> list[Expect]:
+        return self.topology.expect
+
+    def messages(self) -> dict[str, SendSpec]:
+        """The messages the scenario sends, by id."""
+        return self.topology.messages()
 
     def host_by_address(self, address: str) -> str | None:
         try:
@@ -380,7 +425,7 @@ def plan_lab(
             software=top.software_of(name),
             fqdn=top.fqdn_of(name),
             stack=stack,
-            image=image_of(host.kind, top.software_of(name)),
+            image=image_of(top.software_of(name)),
             container=f"tb-{run_id}-{name}",
             interfaces=tuple(interfaces[name]),
             routes=tuple(routes[name]),
@@ -390,17 +435,13 @@ def plan_lab(
         )
     zones = plan_zones(top, segments, hosts)
     labels = {LABEL_RUN: run_id, LABEL_LAB: top.name, LABEL_VARIANT: top.variant}
-    return LabPlan(run_id, top, suite, caps, segments, hosts, zones, dns_name, labels)
+    mailboxes = _plan_mailboxes(top, hosts)
+    return LabPlan(run_id, top, suite, caps, segments, hosts, zones, dns_name, labels, mailboxes)
 
 
-def image_of(kind: str, software: str) -> str:
-    """The image (testbed/<image>:<suite>) a host of this kind and software runs."""
-    return {"router": "base", "dns": "dns", "client": "client"}.get(kind, software)
-
-
-def mailbox_password(address: str) -> str:
-    """Every lab mailbox has the same, documented password (it is a lab)."""
-    return "testbed"
+def image_of(software: str) -> str:
+    """The image (testbed/<image>:<suite>) a host running this software needs."""
+    return adapter_for(software).image
 
 
 def _plan_segments(
@@ -579,6 +620,46 @@ def _plan_roles(
             relay_networks=lab_networks if subs else (),
         )
     return roles
+
+
+def _plan_mailboxes(top: Topology, hosts: dict[str, HostPlan]) -> tuple[MailboxReader, ...]:
+    """Read each mailbox over IMAP from a client host, like a user (else inside its store)."""
+    readers = []
+    for dname, dom in top.domains.items():
+        for user in dom.mailboxes:
+            address = f"{user}@{dname}"
+            if dom.mailstore:
+                store = hosts[dom.mailstore]
+                client = _imap_client(top, hosts, store)
+                if client:
+                    host, server = client
+                    cmd = imap_dump_command(server, address, mailbox_password(address))
+                    readers.append(MailboxReader(address, host, cmd, "imap from client"))
+                else:
+                    cmd = adapter_for(store.software, MailstoreAdapter).mailbox_command(dname, user)
+                    readers.append(MailboxReader(address, store.name, cmd, "doveadm"))
+                continue
+            final = top.mailbox_host(dname)
+            if final is None:
+                continue
+            maildir = mta_adapter(hosts[final].software).mailbox_command(dname, user)
+            if maildir:
+                readers.append(MailboxReader(address, final, maildir, "maildir"))
+    return tuple(readers)
+
+
+def _imap_client(top: Topology, hosts: dict[str, HostPlan], store: HostPlan) -> tuple[str, str] | None:
+    """A client host and a store address it can reach over a family both have."""
+    reach = reachable_segments(top)
+    store_seg = store.interfaces[0].segment
+    for host in hosts.values():
+        if host.kind != "client":
+            continue
+        for family in ("ipv6", "ipv4"):
+            addrs = store.addresses(family)
+            if addrs and family in host.families and store_seg in reach[family].get(host.interfaces[0].segment, ()):
+                return host.name, str(addrs[0])
+    return None
 
 
 # --- DNS data --------------------------------------------------------------------

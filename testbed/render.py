@@ -25,10 +25,7 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
         RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
     ]
     adapter = adapter_for(host.software)
-    ready = adapter.ready_command(host)
-    if ready:
-        common.append(RenderedFile("/etc/testbed/ready", f"#!/bin/sh\n{ready}\n", 0o755))
-    return common + adapter.files(host, plan)
+    return common + adapter.service_files(host) + adapter.files(host, plan)
 
 
 def lab_files(plan: LabPlan) -> dict[str, list[RenderedFile]]:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from .runner import RunResult
+from .results import RunResult
 from .track import History, Hop
 
 _OUTCOME_STYLE = {
@@ -101,18 +101,16 @@ def _evidence(hist: History, limit: int = 12) -> list[str]:
 
 def result_panel(result: RunResult) -> Panel:
     plan = result.plan
-    topo = plan.topology
     software = sorted({h.software for h in plan.hosts.values() if h.kind == "mta"})
     parts: list = []
-    study = f"  ({topo.study})" if topo.study else ""
-    meta = Text(f"{topo.title}{study}\n" if topo.title else "", style="italic")
+    study = f"  ({plan.study})" if plan.study else ""
+    meta = Text(f"{plan.title}{study}\n" if plan.title else "", style="italic")
     meta.append(f"{', '.join(software)} on {plan.suite} · run {plan.run_id}")
     if result.timings:
         meta.append(f" · {sum(result.timings.values()):.1f} s")
     parts.append(meta)
-    variant_desc = topo.variants.get(topo.variant)
-    if variant_desc and variant_desc.description:
-        parts.append(Text(" ".join(variant_desc.description.split()), style="dim"))
+    if plan.variant_description:
+        parts.append(Text(" ".join(plan.variant_description.split()), style="dim"))
     if result.error:
         parts.append(Text(f"ERROR: {result.error}", style="bold red"))
     for hist in result.histories.values():

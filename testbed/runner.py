@@ -28,14 +28,16 @@ from . import fabric, observe
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
+from .labapi import ManagedLab
 from .model import Topology
 from .plan import IPNetwork, LabPlan, image_of, plan_lab
 from .preflight import check_pools, host_reserved
 from .render import lab_files, write_tree
+from .results import RunResult
 from .rundir import RunDir, runs_root
 from .scenario import ScenarioRunner
-from .track import History, Tracker
-from .verdict import Check, Observation, evaluate
+from .track import Tracker
+from .verdict import Observation, evaluate
 
 Progress = Callable[[str, str], None]  # (lab label, message)
 
@@ -50,49 +52,6 @@ class RunOptions:
     keep: bool = False
     suite: str | None = None
     progress: Progress = _quiet
-
-
-@dataclass
-class RunResult:
-    plan: LabPlan
-    run_dir: RunDir
-    checks: list[Check] = field(default_factory=list)
-    histories: dict[str, History] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    kept: bool = False
-    versions: dict[str, str] = field(default_factory=dict)  # software -> version seen in the lab
-
-    @property
-    def label(self) -> str:
-        return f"{self.plan.name}/{self.plan.variant}"
-
-    @property
-    def passed(self) -> bool:
-        # At least one expectation must have applied: a lab that checked nothing proves nothing.
-        return self.error is None and any(c.status == "pass" for c in self.checks) and all(c.passed for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        topo = self.plan.topology
-        return {
-            "topology": topo.name,
-            "title": topo.title,
-            "study": topo.study,
-            "variant": topo.variant,
-            "run_id": self.plan.run_id,
-            "suite": self.plan.suite,
-            "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind in ("mta", "mailstore")},
-            "versions": self.versions,
-            "passed": self.passed,
-            "error": self.error,
-            "expectations": [c.to_dict() for c in self.checks],
-            "messages": {k: h.to_dict() for k, h in self.histories.items()},
-            "steps": self.steps,
-            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
-            "run_dir": str(self.run_dir.path),
-            "kept": self.kept,
-        }
 
 
 def new_run_id() -> str:
@@ -121,20 +80,25 @@ ImageIds = dict[tuple[str, str], str]  # (suite, image name) -> image id
 
 def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> ImageIds:
     """Build what the plans need; containers are then created from these exact ids."""
-    return ensure_images_for_topologies([(p.topology, p.suite) for p in plans], progress)
+    by_suite: dict[str, set[str]] = {}
+    for plan in plans:
+        by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+    return _ensure_images(by_suite, progress)
 
 
 def ensure_images_for_topologies(
     topologies: Sequence[tuple[Topology, str]], progress: Progress = _quiet
 ) -> ImageIds:
-    """Build the images of (topology, suite) pairs, each suite once."""
-    from .images import ensure_images
-
+    """Build the images of (topology, suite) pairs before planning (the matrix), each suite once."""
     by_suite: dict[str, set[str]] = {}
     for topo, suite in topologies:
-        by_suite.setdefault(suite, set()).update(
-            image_of(h.kind, topo.software_of(name)) for name, h in topo.hosts.items()
-        )
+        by_suite.setdefault(suite, set()).update(image_of(topo.software_of(name)) for name in topo.hosts)
+    return _ensure_images(by_suite, progress)
+
+
+def _ensure_images(by_suite: dict[str, set[str]], progress: Progress) -> ImageIds:
+    from .images import ensure_images
+
     ids: ImageIds = {}
     for suite, names in sorted(by_suite.items()):
         built = ensure_images(sorted(names), suite, progress=lambda image, msg: progress(f"image {image}", msg))
@@ -181,7 +145,7 @@ def run_plans(
     return [r for r in results if r is not None]
 
 
-def run_one(lab: Lab, options: RunOptions) -> RunResult:
+def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     """Bring one lab up, run its scenario, judge it, and tear it down (always)."""
     plan = lab.plan
     run_dir = RunDir.create(options.runs_root, plan.name, plan.variant, plan.run_id)
@@ -225,7 +189,7 @@ def run_one(lab: Lab, options: RunOptions) -> RunResult:
     return result
 
 
-def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
+def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
     """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
     plan = lab.plan
     logs = observe.mail_logs(lab)
@@ -236,11 +200,12 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult,
     queues = observe.queues(lab)
     run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
     mailboxes = observe.mailboxes(lab)
-    run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] for a, msgs in mailboxes.items()})
+    run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] if msgs is not None else None
+                                          for a, msgs in mailboxes.items()})
     dns_log = observe.dns_query_log(lab)
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
-    specs = plan.topology.messages()
+    specs = plan.messages()
     result.histories = {
         name: tracker.history(name, runner.message_ids[name], tuple(spec.to))
         for name, spec in specs.items()
@@ -260,7 +225,7 @@ def _judge(lab: Lab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult,
     result.checks = evaluate(plan, obs)
 
 
-def _save_container_logs(lab: Lab, run_dir: RunDir) -> None:
+def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:
     for host in lab.plan.hosts:
         text = lab.container_log(host)
         if text:

@@ -12,12 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import adapter_for, mta_adapter
-from .adapters.client import SwaksClient
-from .adapters.dns import control_command
-from .errors import LabError
+from .adapters import ClientAdapter, DnsAdapter, HostAdapter, adapter_for, mta_adapter
+from .errors import HostDown, LabError
 from .events import QueueEntry
-from .fabric import ExecResult, Lab
+from .labapi import ExecResult, LiveLab
 from .model import (
     DnsStep,
     FlushStep,
@@ -79,7 +77,7 @@ class _Probe:
 
 
 class ScenarioRunner:
-    def __init__(self, lab: Lab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
+    def __init__(self, lab: LiveLab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
         self.lab = lab
         self.plan = lab.plan
         self.run_dir = run_dir
@@ -100,7 +98,7 @@ class ScenarioRunner:
         Its record stays (``ok: false`` and the error), and the error names the
         step, so the run ends as a lab error the user can act on.
         """
-        steps = self.plan.topology.scenario
+        steps = self.plan.scenario
         for index, step in enumerate(steps):
             self.lab.check_cancel()
             record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0)
@@ -128,12 +126,11 @@ class ScenarioRunner:
         elif isinstance(step, StartStep):
             self._start(step.start)
         elif isinstance(step, StopServiceStep):
-            res = self.lab.exec(step.stop_service, "sh /etc/testbed/service stop")
+            res = self.lab.exec(step.stop_service, self._adapter(step.stop_service).stop_command())
             self._service_result(step.stop_service, "stopping", res, record)
         elif isinstance(step, StartServiceStep):
             host = step.start_service
-            res = self.lab.exec(host, "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done",
-                                timeout=60)
+            res = self.lab.exec(host, self._adapter(host).start_command(), timeout=60)
             self._service_result(host, "starting", res, record)
         elif isinstance(step, FlushStep):
             hosts = mta_hosts(self.plan) if step.flush == "all" else list(step.flush)
@@ -151,8 +148,7 @@ class ScenarioRunner:
         server = self.plan.hosts[spec.via]
         message_id = message_id_for(spec.id, self.plan.run_id, client.fqdn)
         self.message_ids[spec.id] = message_id
-        swaks = adapter_for(client.software)
-        assert isinstance(swaks, SwaksClient)
+        swaks = adapter_for(client.software, ClientAdapter)
         cmd = swaks.send_command(
             server=server.fqdn,
             sender=spec.sender,
@@ -164,7 +160,7 @@ class ScenarioRunner:
         )
         res = self.lab.exec(client_name, cmd, timeout=60)
         self.run_dir.write_text(f"sends/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")
-        reply = _last_reply(res.stdout)
+        reply = swaks.last_reply(res.stdout)
         record.ok = res.ok
         record.detail = {"message_id": message_id, "client": client_name, "server": server.fqdn, "reply": reply}
         self.sends[spec.id] = {**record.detail, "accepted": res.ok}
@@ -209,7 +205,7 @@ class ScenarioRunner:
         record.detail = {"flushed": flushed}
 
     def settle(self, timeout: float | None, record: StepRecord) -> None:
-        timing = self.plan.topology.timing
+        timing = self.plan.timing
         timeout = timeout or timing.settle_timeout
         hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
         deadline = time.monotonic() + timeout
@@ -261,11 +257,15 @@ class ScenarioRunner:
         outputs = []
         for verb, rules in actions:
             rules = self.plan.dns_rules(rules) if rules is not None else None
-            res = self.lab.exec(self.plan.dns_server, control_command(verb, rules))
+            dns = adapter_for(self.plan.hosts[self.plan.dns_server].software, DnsAdapter)
+            res = self.lab.exec(self.plan.dns_server, dns.control_command(verb, rules))
             if not res.ok:
                 raise ScenarioError(f"the DNS server refused `{verb}`: {(res.stdout + res.stderr).strip()}")
             outputs.append(res.stdout.strip())
         record.detail = {"actions": [a for a, _ in actions], "output": outputs}
+
+    def _adapter(self, host: str) -> HostAdapter:
+        return adapter_for(self.plan.hosts[host].software)
 
     # --- probing ---------------------------------------------------------------------
 
@@ -274,13 +274,17 @@ class ScenarioRunner:
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
+            log = adapter.mail_log
             cmd = (
                 f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
-                f"echo {_LOG_MARK} $rc; wc -c < {adapter.mail_log} 2>/dev/null || echo 0"
+                f"echo {_LOG_MARK} $rc; if [ -e {log} ]; then wc -c < {log}; else echo 0; fi"
             )
-            res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
+            try:
+                res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
+            except HostDown:
+                return _Probe(None, 0)
             head, mark, tail = res.stdout.partition(_LOG_MARK)
-            if res.rc == 125 or not mark:
+            if not mark:
                 if not self.lab.running(host):
                     return _Probe(None, 0)
                 output = (res.stdout + res.stderr).strip()[-500:] or "no output"
@@ -323,16 +327,6 @@ def _decisive_output(res: ExecResult, lines: int = 3) -> str:
     if res.rc == 124:
         return "timed out" + (f" ({' / '.join(text[-lines:])})" if text else "")
     return " / ".join(text[-lines:]) if text else f"exit status {res.rc}, no output"
-
-
-def _last_reply(swaks_output: str) -> str | None:
-    """The server's reply to the end of DATA, from swaks' transcript."""
-    replies = [line[3:].strip() for line in swaks_output.splitlines() if line.startswith(("<~ ", "<**", "<- "))]
-    data_replies = [r for r in replies if r[:3].isdigit()]
-    for r in reversed(data_replies):
-        if not r.startswith("221"):
-            return r
-    return None
 
 
 def _kind(step: Any) -> str:

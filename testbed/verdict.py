@@ -48,7 +48,7 @@ class Check:
 
 def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
     checks = []
-    for index, exp in enumerate(plan.topology.expect):
+    for index, exp in enumerate(plan.expectations):
         kind = next(k for k in ("message", "dns", "mailbox", "queue", "log") if k in type(exp).model_fields)
         mismatch = {h: sw for h, sw in exp.when.items() if plan.hosts[h].software not in sw}
         if mismatch:

@@ -1,9 +1,15 @@
-"""The interfaces every adapter implements.
+"""The interfaces every adapter implements, one per role a host plays.
 
-An adapter knows one piece of software: which image runs it, which files
-configure it (rendered from its templates), how to start, stop, flush and
-inspect it, and how to read its log. Adapters are pure: they return commands
-and parse outputs; the fabric runs the commands inside containers.
+An adapter knows one piece of software: its role (``kind``), which image runs
+it, which Debian suites it supports, which files configure it (rendered from
+its templates), how to start, stop and probe its service, and, per role, how to
+flush and list a queue, read its log, read a mailbox or send a message.
+Adapters are pure: they return commands and parse outputs; the fabric runs
+the commands inside containers.
+
+The registry (``adapters/registry.py``) finds every concrete adapter in this
+package; model, plan, render, scenario, observe and the matrix ask it, never
+a list of their own.
 """
 
 from __future__ import annotations
@@ -11,16 +17,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import MailboxMessage, MailEvent, QueueEntry
-from ..mailbox import maildir_dump_command, parse_maildir_dump
+from ..events import MailEvent, QueueEntry
+from ..mailbox import maildir_dump_command
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
 
+#: Written by every adapter with a service; tb-init runs "start" at each boot.
 SERVICE_SCRIPT = "/etc/testbed/service"
+#: Succeeds once the service answers; tb-init and ``start_command`` poll it.
+READY_SCRIPT = "/etc/testbed/ready"
 LOG_DIR = "/var/log/testbed"
+#: Debian releases an adapter supports unless it says otherwise.
+DEFAULT_SUITES: tuple[str, ...] = ("bookworm", "trixie")
 
 
 @dataclass(frozen=True)
@@ -33,18 +44,24 @@ class RenderedFile:
 class HostAdapter:
     """Anything that runs in a lab container."""
 
-    software: str = ""
-    kind: str = ""
-    #: Logs collected into the run directory (paths inside the container).
-    log_files: tuple[str, ...] = ()
+    #: The name topologies use (``software: exim``).
+    software: ClassVar[str] = ""
+    #: The role: mta, mailstore, dns, client or router (a topology host's ``kind``).
+    kind: ClassVar[str] = ""
+    #: The image (``images/<image>/``, tagged ``testbed/<image>:<suite>``).
+    image: ClassVar[str] = ""
+    #: The Debian suites this software's image and templates support.
+    suites: ClassVar[tuple[str, ...]] = DEFAULT_SUITES
+    #: The default software of its kind (one per kind; a kind with one adapter needs none).
+    default: ClassVar[bool] = False
     #: Directories kept on a Docker volume rather than the container's overlay
     #: filesystem: queues and mailboxes, which MTAs manage with hard links and
     #: renames (overlayfs breaks hard links on copy-up), and which must survive
     #: a stop/start of the host like a real disk.
-    data_dirs: tuple[str, ...] = ()
+    data_dirs: ClassVar[tuple[str, ...]] = ()
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
-        """Configuration files for this host (including /etc/testbed/service)."""
+        """Configuration files for this host (including the service script)."""
         return []
 
     def ready_command(self, host: HostPlan) -> str | None:
@@ -55,13 +72,32 @@ class HostAdapter:
         """Shell command printing the software's version (for reports and suite comparisons)."""
         return None
 
+    # --- the service, as tb-init and scenario steps drive it -----------------------
+
+    def service_files(self, host: HostPlan) -> list[RenderedFile]:
+        """The ready probe tb-init polls (the service script itself comes with ``files``)."""
+        ready = self.ready_command(host)
+        return [RenderedFile(READY_SCRIPT, f"#!/bin/sh\n{ready}\n", 0o755)] if ready else []
+
+    def stop_command(self) -> str:
+        return f"sh {SERVICE_SCRIPT} stop"
+
+    def start_command(self) -> str:
+        """Start the service and return once it answers."""
+        return f"sh {SERVICE_SCRIPT} start && until sh {READY_SCRIPT}; do sleep 0.05; done"
+
 
 class MtaAdapter(HostAdapter):
     """A mail transfer agent: the interface Postfix, Exim and Sendmail implement."""
 
     kind = "mta"
     #: The MTA's log, parsed by ``parse_log``.
-    mail_log: str = ""
+    mail_log: ClassVar[str] = ""
+    #: The queue id inside this MTA's reply to the end of DATA ("250 ... queued as X"):
+    #: a *sending* MTA logs it, so every parser asks every MTA (``queue_id_in_reply``).
+    reply_pattern: ClassVar[re.Pattern[str]]
+    #: Keeps mailboxes itself (``mailbox_path``); else a domain it is final for needs a mailstore.
+    stores_mailboxes: ClassVar[bool] = False
 
     def flush_command(self) -> str:
         """Retry every queued message now, ignoring retry timers and host caches."""
@@ -76,20 +112,64 @@ class MtaAdapter(HostAdapter):
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         raise NotImplementedError
 
-    def reset_command(self) -> str:
-        """Empty the queue and forget retry state."""
-        raise NotImplementedError
-
     def mailbox_path(self, domain: str, user: str) -> str | None:
-        """Where this MTA stores a local mailbox (Maildir), if it stores mailboxes itself."""
+        """Where this MTA stores a local mailbox (Maildir); None: it delivers only to a mailstore."""
         return None
 
     def mailbox_command(self, domain: str, user: str) -> str | None:
+        """Print every message of a mailbox this MTA stores (``mailbox.parse_maildir_dump`` reads it)."""
         path = self.mailbox_path(domain, user)
         return maildir_dump_command(path) if path else None
 
-    def parse_mailbox(self, output: str) -> list[MailboxMessage]:
-        return parse_maildir_dump(output)
+
+class MailstoreAdapter(HostAdapter):
+    """A mailstore (Dovecot): holds mailboxes, takes mail over LMTP, serves IMAP and POP3."""
+
+    kind = "mailstore"
+
+    def mailbox_command(self, domain: str, user: str) -> str:
+        """Print every message of a mailbox, read inside the store, in the Maildir dump's format."""
+        raise NotImplementedError
+
+
+class ClientAdapter(HostAdapter):
+    """A mail client that submits a message to an MTA."""
+
+    kind = "client"
+
+    def send_command(
+        self,
+        *,
+        server: str,
+        sender: str,
+        recipients: list[str],
+        message_id: str,
+        subject: str,
+        helo: str,
+        family: str = "any",
+        timeout_s: int = 30,
+    ) -> str:
+        raise NotImplementedError
+
+    def last_reply(self, output: str) -> str | None:
+        """The server's reply to the end of DATA, from the client's output."""
+        raise NotImplementedError
+
+
+class DnsAdapter(HostAdapter):
+    """The lab's DNS server: a query log, and live rules changed by command."""
+
+    kind = "dns"
+    query_log: ClassVar[str] = ""
+
+    def control_command(self, verb: str, rules: list[dict[str, Any]] | None = None) -> str:
+        raise NotImplementedError
+
+
+class RouterAdapter(HostAdapter):
+    """A router: forwards between segments; the plan's sysctls and routes are all it needs."""
+
+    kind = "router"
 
 
 def roles_summary(host: HostPlan) -> str:
@@ -115,3 +195,14 @@ def log_lines(text: str, host: str, line_re: re.Pattern[str]) -> Iterator[tuple[
         m = line_re.match(line)
         if m:
             yield m, {"host": host, "seq": seq, "time": m["time"], "line": line}
+
+
+def queue_id_in_reply(reply: str) -> str | None:
+    """The receiver's queue id in an acceptance reply, whichever MTA the receiver runs."""
+    from .registry import mtas  # the registry imports every adapter module, this one's users included
+
+    for adapter in mtas():
+        m = adapter.reply_pattern.search(reply)
+        if m:
+            return m["id"]
+    return None

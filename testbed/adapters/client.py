@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shlex
 
-from .base import HostAdapter
+from .base import ClientAdapter
 
 
-class SwaksClient(HostAdapter):
+class SwaksClient(ClientAdapter):
     software = "swaks"
-    kind = "client"
+    image = "client"
 
     def send_command(
         self,
@@ -39,3 +39,12 @@ class SwaksClient(HostAdapter):
         elif family == "ipv6":
             args.append("-6")
         return " ".join(shlex.quote(a) for a in args)
+
+    def last_reply(self, output: str) -> str | None:
+        """The server's reply to the end of DATA, from swaks' transcript."""
+        replies = [line[3:].strip() for line in output.splitlines() if line.startswith(("<~ ", "<**", "<- "))]
+        data_replies = [r for r in replies if r[:3].isdigit()]
+        for r in reversed(data_replies):
+            if not r.startswith("221"):
+                return r
+        return None

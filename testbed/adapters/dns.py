@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, HostAdapter, RenderedFile
+from .base import LOG_DIR, SERVICE_SCRIPT, DnsAdapter, RenderedFile
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
@@ -17,10 +17,10 @@ CONTROL_SOCKET = "/run/testbed-dns.sock"
 CONFIG = "/etc/testbed/dns.json"
 
 
-class DnsServerAdapter(HostAdapter):
+class DnsServerAdapter(DnsAdapter):
     software = "testbed-dns"
-    kind = "dns"
-    log_files = (QUERY_LOG, f"{LOG_DIR}/dns-server.log")
+    image = "dns"
+    query_log = QUERY_LOG
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
         return [
@@ -31,6 +31,9 @@ class DnsServerAdapter(HostAdapter):
     def ready_command(self, host: HostPlan) -> str:
         # Sockets, not the log line: after a service restart the old line is still there.
         return "ss -Hlun 'sport = :53' | grep -q . && ss -Hltn 'sport = :53' | grep -q LISTEN"
+
+    def control_command(self, verb: str, rules: list[dict[str, Any]] | None = None) -> str:
+        return control_command(verb, rules)
 
 
 def control_command(verb: str, rules: list[dict[str, Any]] | None = None) -> str:

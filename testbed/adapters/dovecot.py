@@ -5,11 +5,9 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from ..events import MailboxMessage
-from ..mailbox import parse_maildir_dump
-from ..plan import mailbox_password
+from ..mailbox import mailbox_password
 from ..templating import render
-from .base import LOG_DIR, SERVICE_SCRIPT, HostAdapter, RenderedFile
+from .base import SERVICE_SCRIPT, MailstoreAdapter, RenderedFile
 
 if TYPE_CHECKING:
     from ..plan import HostPlan, LabPlan
@@ -18,10 +16,10 @@ if TYPE_CHECKING:
 CONFIG_TEMPLATES = {"bookworm": "dovecot/dovecot-2.3.conf.j2", "trixie": "dovecot/dovecot-2.4.conf.j2"}
 
 
-class DovecotAdapter(HostAdapter):
+class DovecotAdapter(MailstoreAdapter):
     software = "dovecot"
-    kind = "mailstore"
-    log_files = (f"{LOG_DIR}/dovecot.log",)
+    image = "dovecot"
+    suites = tuple(CONFIG_TEMPLATES)
     data_dirs = ("/var/vmail",)
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
@@ -38,14 +36,11 @@ class DovecotAdapter(HostAdapter):
     def ready_command(self, host: HostPlan) -> str:
         return "ss -Hltn 'sport = :24' | grep -q LISTEN && ss -Hltn 'sport = :143' | grep -q LISTEN"
 
-    def mailbox_command(self, address: str) -> str:
+    def mailbox_command(self, domain: str, user: str) -> str:
         """Every message of a user's INBOX, read with doveadm inside the store."""
-        user = shlex.quote(address)
+        address = shlex.quote(f"{user}@{domain}")
         return (
-            f"for uid in $(doveadm search -u {user} mailbox INBOX ALL | awk '{{print $2}}'); do "
+            f"for uid in $(doveadm search -u {address} mailbox INBOX ALL | awk '{{print $2}}'); do "
             f"printf '\\n==> testbed-message INBOX/%s\\n' \"$uid\"; "
-            f"doveadm fetch -u {user} text mailbox INBOX uid \"$uid\" | sed '1s/^text://'; done"
+            f"doveadm fetch -u {address} text mailbox INBOX uid \"$uid\" | sed '1s/^text://'; done"
         )
-
-    def parse_mailbox(self, output: str) -> list[MailboxMessage]:
-        return parse_maildir_dump(output)

@@ -11,7 +11,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..events import Kind, MailEvent, QueueEntry
-from ..replies import queue_id_in_reply
 from ..templating import render
 from .base import (
     LOG_DIR,
@@ -19,6 +18,7 @@ from .base import (
     MtaAdapter,
     RenderedFile,
     log_lines,
+    queue_id_in_reply,
     roles_summary,
 )
 
@@ -30,7 +30,7 @@ EXIM_LOG_DIR = f"{LOG_DIR}/exim"
 #: requires a mailstore): a delivery over the LMTP transport is final.
 REMOTE_TRANSPORT = "remote_smtp"
 LMTP_TRANSPORT = "lmtp_delivery"
-#: images/exim/tb-exim: queue listing with delivery state, flush, reset.
+#: images/exim/tb-exim: queue listing with delivery state, flush.
 _HELPER = "/usr/local/sbin/tb-exim"
 
 _ID = r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}"
@@ -65,14 +65,15 @@ _QUEUE_STATE = re.compile(rf"^testbed-queue (?P<id>{_ID}) locked=(?P<locked>[01]
 
 class EximAdapter(MtaAdapter):
     software = "exim"
+    image = "exim"
     mail_log = f"{EXIM_LOG_DIR}/mainlog"
-    log_files = (mail_log, f"{EXIM_LOG_DIR}/rejectlog", f"{EXIM_LOG_DIR}/paniclog")
+    reply_pattern = re.compile(r"\bOK id=(?P<id>[\w-]+)")
     data_dirs = ("/var/spool/exim4",)
 
     # --- configuration ---------------------------------------------------------
 
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
-        timing = plan.topology.timing
+        timing = plan.timing
         ctx = {
             "host": host,
             "timing": timing,
@@ -143,9 +144,6 @@ class EximAdapter(MtaAdapter):
                 )
             )
         return entries
-
-    def reset_command(self) -> str:
-        return f"{_HELPER} reset"
 
     # --- log ---------------------------------------------------------------------
 

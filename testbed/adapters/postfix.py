@@ -11,7 +11,6 @@ import re
 from typing import TYPE_CHECKING
 
 from ..events import Kind, MailEvent, QueueEntry
-from ..replies import queue_id_in_reply
 from ..templating import render
 from .base import (
     LOG_DIR,
@@ -19,6 +18,7 @@ from .base import (
     MtaAdapter,
     RenderedFile,
     log_lines,
+    queue_id_in_reply,
     roles_summary,
 )
 
@@ -49,8 +49,11 @@ _MAILBOX_AGENTS = {"local", "virtual", "lmtp", "pipe"}
 
 class PostfixAdapter(MtaAdapter):
     software = "postfix"
+    image = "postfix"
+    default = True
     mail_log = f"{LOG_DIR}/mail.log"
-    log_files = (mail_log,)
+    reply_pattern = re.compile(r"queued as (?P<id>[0-9A-Za-z]+)")
+    stores_mailboxes = True
     data_dirs = ("/var/spool/postfix", "/var/mail")
 
     # --- configuration ---------------------------------------------------------
@@ -58,7 +61,7 @@ class PostfixAdapter(MtaAdapter):
     def files(self, host: HostPlan, plan: LabPlan) -> list[RenderedFile]:
         ctx = {
             "host": host,
-            "timing": plan.topology.timing,
+            "timing": plan.timing,
             "inet_protocols": {"ipv4": "ipv4", "ipv6": "ipv6", "dual": "all"}[host.stack],
             "roles_summary": roles_summary(host),
             "lmtp_domains": [d for d in host.roles.local_domains if d.mailstore],
@@ -113,9 +116,6 @@ class PostfixAdapter(MtaAdapter):
                 )
             )
         return entries
-
-    def reset_command(self) -> str:
-        return "postsuper -d ALL >/dev/null 2>&1; postqueue -f"
 
     def mailbox_path(self, domain: str, user: str) -> str:
         return f"/var/mail/vhosts/{domain}/{user}/"

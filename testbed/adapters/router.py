@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import HostAdapter
+from .base import RouterAdapter
 
 
-class RouterAdapter(HostAdapter):
+class LinuxRouter(RouterAdapter):
     software = "linux"
-    kind = "router"
+    image = "base"

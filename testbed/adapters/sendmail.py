@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..events import Kind, MailEvent, QueueEntry
-from ..replies import queue_id_in_reply
 from ..templating import render
 from .base import (
     LOG_DIR,
@@ -28,6 +27,7 @@ from .base import (
     MtaAdapter,
     RenderedFile,
     log_lines,
+    queue_id_in_reply,
     roles_summary,
 )
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 LMTP_MAILER = "lmtptcp"
 QUEUE_DIR = "/var/spool/mqueue"
-HOST_STATUS_DIR = "/var/lib/sendmail/host_status"
 _QF_MARK = "@@qf "
 
 _LINE = re.compile(
@@ -74,8 +73,9 @@ _CLIENT_FAMILY = {"ipv4": "inet", "ipv6": "inet6"}
 
 class SendmailAdapter(MtaAdapter):
     software = "sendmail"
+    image = "sendmail"
     mail_log = f"{LOG_DIR}/mail.log"
-    log_files = (mail_log,)
+    reply_pattern = re.compile(r"(?:^|\s)(?P<id>[0-9A-Za-z]{10,20}) Message accepted for delivery")
     data_dirs = (QUEUE_DIR, "/var/spool/mqueue-client", "/var/mail")
 
     # --- configuration ---------------------------------------------------------
@@ -84,7 +84,7 @@ class SendmailAdapter(MtaAdapter):
         family = _CLIENT_FAMILY.get(host.stack)
         ctx = {
             "host": host,
-            "timing": plan.topology.timing,
+            "timing": plan.timing,
             "roles_summary": roles_summary(host),
             "lmtp_domains": [d for d in host.roles.local_domains if d.mailstore],
             "client_family": family,
@@ -152,9 +152,6 @@ class SendmailAdapter(MtaAdapter):
                 )
             )
         return entries
-
-    def reset_command(self) -> str:
-        return f"rm -f {QUEUE_DIR}/*; rm -rf {HOST_STATUS_DIR}/*"
 
     # --- log ---------------------------------------------------------------------
 

@@ -29,7 +29,10 @@ def recorded_message_ids(software: str, suite: str, case: str) -> dict[str, str]
     return json.loads((recorded_dir(software, suite, case) / "message-ids.json").read_text())
 
 
-def mx_routing_plan(variant: str = "broken", software: str = "postfix") -> LabPlan:
-    overrides = {f"hosts.{h}.software": software for h in ("relay", "mail", "mx10", "mx20", "mx30")}
-    topo = load_topology(TOPOLOGIES / "mx-routing.yaml", variant, overrides)
-    return plan_lab(topo, "recorded", EngineCaps((1, 41)))
+def mx_routing_plan(
+    variant: str = "broken", software: str = "postfix", run_id: str = "recorded", **overrides: object
+) -> LabPlan:
+    """``overrides``: more dotted topology paths, e.g. ``**{"timing.settle_quiet": 0}``."""
+    every_mta = {f"hosts.{h}.software": software for h in ("relay", "mail", "mx10", "mx20", "mx30")}
+    topo = load_topology(TOPOLOGIES / "mx-routing.yaml", variant, {**every_mta, **overrides})
+    return plan_lab(topo, run_id, EngineCaps((1, 41)))

@@ -193,3 +193,14 @@ def test_routed_paths_to_dns_cover_every_family_a_host_routes() -> None:
     assert ("mx20", "ipv6", str(dns.addresses("ipv6")[0]), "2001:db8:2::2") in paths
     # Hosts on the DNS server's own segment, and routers, need no check.
     assert not {p for p in paths if p[0] in ("mx10", "mx30", "router", "dns")}
+
+
+def test_the_plan_says_how_each_mailbox_is_read(topologies_dir: Path) -> None:
+    from recorded import mx_routing_plan
+
+    exim = mx_routing_plan(software="exim")
+    assert [(r.address, r.host, r.how) for r in exim.mailboxes] == [
+        ("user@brainbird.nl", "client", "imap from client"), ("user@skimbee.net", "client", "imap from client")]
+    # The client is on the dual-stack core: IPv6 to brainbird.nl's store, IPv4 to IPv4-only skimbee.net's.
+    assert "imap.brainbird.nl" not in exim.mailboxes[0].command and "2001:db8:1::110" in exim.mailboxes[0].command
+    assert "198.18.3.111" in exim.mailboxes[1].command
