@@ -22,15 +22,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# debootstrap builds the Debian base image (no registry is needed or used).
+# Host packages, installed when root on a Debian-family host (like CI), else named:
+#   debootstrap      builds the Debian base image where no registry is reachable
+#                    (with a registry, testbed/debian is pulled and needs neither);
+#   docker-registry  the stand-in registry the pull-path integration test serves on loopback.
+HOST_TOOLS := debootstrap:/usr/sbin/debootstrap docker-registry:/usr/bin/docker-registry
+
 host-tools:
-	@command -v debootstrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing debootstrap"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; \
-	  else \
-	    echo "note: debootstrap is missing; it is needed once, to build the base image (apt-get install debootstrap)"; \
-	  fi; }
+	@missing=""; for tool in $(HOST_TOOLS); do \
+	  [ -x "$${tool#*:}" ] || missing="$$missing $${tool%%:*}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note: missing$$missing (apt-get install$$missing): debootstrap builds the base image where no registry is reachable; docker-registry is needed by the integration tests"; \
+	fi
 
 images: $(STAMP) host-tools
 	$(BIN)/testbed images --build $(if $(SUITE),--suite $(SUITE))

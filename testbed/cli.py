@@ -75,7 +75,8 @@ def _progress(label: str, message: str) -> None:
 
 def _image_progress(label: str, message: str) -> None:
     """Status changes only; a build's own output is kept for its error message."""
-    if message.startswith(("building ", "built ", "importing ", "waiting ")) or "debootstrap" in message[:20]:
+    if message.startswith(("building ", "built ", "importing ", "waiting ", "pulling ", "source: ")) \
+            or "debootstrap" in message[:20]:
         _progress(label, message)
 
 
@@ -199,21 +200,41 @@ def render(topology: str, variant: str | None, out_dir: str, sets, mta, suite) -
 # --- images ---------------------------------------------------------------------------
 
 
+def _check_debian_image(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from .imagesource import ImageSourceError, check_repository
+
+    if value is None:
+        return None
+    try:
+        return check_repository(value, "--debian-image")
+    except ImageSourceError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.option("--suite", type=click.Choice(SUITES), default="bookworm", show_default=True)
 @click.option("--build", is_flag=True, help="Build what is missing or out of date.")
 @click.option("--rebuild", is_flag=True, help="Rebuild everything, the Debian base included.")
+@click.option("--base-source", type=click.Choice(["auto", "registry", "debootstrap"]),
+              help="Where testbed/debian comes from (default: $TESTBED_BASE_SOURCE or auto: "
+                   "the registry if the engine reaches it, else debootstrap).")
+@click.option("--debian-image", metavar="REPOSITORY", callback=_check_debian_image,
+              help="Repository to pull the base from, tagged by suite "
+                   "(default: $TESTBED_DEBIAN_IMAGE or debian), e.g. registry.example:5000/library/debian.")
 @_guard
-def images(suite: str, build: bool, rebuild: bool) -> None:
-    """List the lab's images, or build them (from the host's Debian mirror, no registry)."""
+def images(suite: str, build: bool, rebuild: bool, base_source: str | None, debian_image: str | None) -> None:
+    """List the lab's images, or build them (base pulled from a registry, or debootstrapped)."""
     from .images import ensure_images, image_status
+    from .imagesource import settings_from_env
 
+    base = settings_from_env(source=base_source, repository=debian_image)
     if build or rebuild:
-        ensure_images(None, suite, rebuild=rebuild, progress=lambda image, msg: _image_progress(f"image {image}", msg))
+        ensure_images(None, suite, rebuild=rebuild, base=base,
+                      progress=lambda image, msg: _image_progress(f"image {image}", msg))
     table = Table(title=f"images ({suite})")
     for col in ("image", "tag", "present", "up to date"):
         table.add_column(col)
-    for row in image_status(None, suite):
+    for row in image_status(None, suite, base=base):
         table.add_row(row.name, row.tag, "yes" if row.present else "no", "yes" if row.up_to_date else "no")
     out.print(table)
 
@@ -499,13 +520,29 @@ def doctor() -> None:
         out.print(f"  {marks[f.level]} {escape(f.text)}", highlight=False)
     check_pools(Pools(), host_reserved())
     out.print(f"  default pools {Pools().ipv4} and {Pools().ipv6} are clear of this machine's routes and addresses")
-    if shutil.which("debootstrap"):
-        out.print("  debootstrap: present")
-    else:
-        out.print("  debootstrap: missing - needed once to build the base image (apt-get install debootstrap)")
+    for line in _base_source_lines(client, shutil.which("debootstrap") is not None):
+        out.print(line, highlight=False)
     if not engine_check.labs_will_work(findings):
         raise TestbedError("labs will not work on this engine (see above)")
     out.print("[green]ready[/]")
+
+
+def _base_source_lines(client: Any, have_debootstrap: bool) -> list[str]:
+    """How testbed/debian can be had here: the registry (asked through the engine) or debootstrap."""
+    from .images import DEFAULT_SUITE, probe_registry
+    from .imagesource import ENV_SOURCE, SourceKind, settings_from_env
+
+    settings = settings_from_env()
+    lines = [f"  base image source: {settings.source.value} ({ENV_SOURCE})"]
+    if settings.source is not SourceKind.DEBOOTSTRAP:
+        reference = settings.reference(DEFAULT_SUITE)
+        failure = probe_registry(client, reference)
+        lines.append(f"  registry: {reference} " + ("can be pulled" if failure is None else f"not available: {failure.detail}"))
+    if settings.source is not SourceKind.REGISTRY:
+        tool = "present" if have_debootstrap else "missing (apt-get install debootstrap)"
+        root = "yes" if os.geteuid() == 0 else "no (debootstrap needs root)"
+        lines.append(f"  debootstrap: {tool}; root: {root}")
+    return lines
 
 
 @main.command()

@@ -1,13 +1,17 @@
-"""Image pipeline: build the lab's Docker images from a Debian mirror, without a registry.
+"""Image pipeline: build the lab's Docker images, from a registry's Debian or debootstrap.
 
 Why it looks like this:
 
-* No registry is reachable, so the root of every image is ``testbed/debian:<suite>``,
-  a ``debootstrap --variant=minbase`` rootfs streamed into ``docker import``. Every
-  other image is a classic-builder ``docker build`` FROM a local ``testbed/*`` image,
-  run with the host's network so ``RUN apt-get`` reaches the host's Debian mirror.
-* The mirror is read from the host's apt sources at run time (or ``TESTBED_MIRROR``):
-  mirrors differ between machines and must never be written into the code.
+* The root of every image is ``testbed/debian:<suite>``, made from one of two sources
+  (chosen in ``testbed.imagesource``): ``debian:<suite>`` pulled from a registry, with
+  the testbed's apt settings and packages added by a small build; or, where no
+  registry is reachable, a ``debootstrap --variant=minbase`` rootfs streamed into
+  ``docker import``. Every other image is a classic-builder ``docker build`` FROM a
+  local ``testbed/*`` image, run with the host's network so ``RUN apt-get`` reaches
+  the image's Debian mirror.
+* For debootstrap the mirror is read from the host's apt sources at run time (or
+  ``TESTBED_MIRROR``): mirrors differ between machines and must never be written into
+  the code. A pulled image keeps its own apt sources.
 * Builds are skipped when nothing changed: each image carries a label with a hash of
   its inputs (Dockerfile, context files, suite) chained with its parent's hash, so a
   no-op ``ensure_images`` costs a few ``inspect`` calls. The mirror is not hashed:
@@ -22,6 +26,7 @@ import contextlib
 import fcntl
 import graphlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -43,10 +48,28 @@ import docker
 import docker.errors
 
 from .errors import TestbedError
+from .imagesource import (
+    REGISTRY_TIMEOUT,
+    BaseSettings,
+    BaseSource,
+    ImageSourceError,
+    RegistryFailure,
+    SourceKind,
+    classify_registry_error,
+    debootstrap_unavailable_message,
+    offline_source,
+    recorded_source,
+    settings_from_env,
+    source_after_probe,
+    sudo_hint,
+)
 
 log = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "testbed"
+# Another prefix keeps a test's or an experiment's images apart from everyone's
+# testbed/* images on a shared engine. Dockerfiles still say FROM testbed/<parent>.
+ENV_PREFIX = "TESTBED_IMAGE_PREFIX"
 from .adapters.registry import SUITES  # noqa: E402 - the adapters are the source
 
 # Suites the builder also knows, for images that are not lab hosts: forky's
@@ -76,6 +99,8 @@ DEBOOTSTRAP_PACKAGES = (
 # Bump when the rootfs recipe changes in code (not in the data below, which is
 # hashed anyway), so existing testbed/debian images are rebuilt.
 DEBIAN_RECIPE_VERSION = "1"
+# The same for the build on top of a pulled debian image (its Dockerfile is hashed).
+REGISTRY_RECIPE_VERSION = "1"
 
 # Files written into the rootfs after debootstrap: (content, mode).
 ROOTFS_FILES: Mapping[str, tuple[str, int]] = {
@@ -107,6 +132,9 @@ ROOTFS_FILES: Mapping[str, tuple[str, int]] = {
     "etc/resolv.conf": ("", 0o644),
     "etc/hostname": ("", 0o644),
 }
+# Files the engine provides in every container (and build step) itself: a pulled
+# image gets none of them from us.
+ENGINE_MANAGED_FILES = frozenset({"etc/resolv.conf", "etc/hostname"})
 
 # Removed from the rootfs before import (globs relative to the rootfs).
 ROOTFS_PRUNE = (
@@ -135,6 +163,8 @@ LOG_TAIL_LINES = 30
 CACHE_KEEP = 3
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_PREFIX_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_DOCKERFILE_FROM_RE = re.compile(rf"^(\s*FROM\s+(?:--\S+\s+)*){IMAGE_PREFIX}/", re.IGNORECASE | re.MULTILINE)
 _FROM_RE = re.compile(
     rf"^{IMAGE_PREFIX}/(?P<name>[a-z0-9][a-z0-9_.-]*):(?:\$\{{SUITE\}}|\$SUITE)$"
 )
@@ -147,6 +177,10 @@ ProgressCallback = Callable[[str, str], None]
 
 class ImageError(TestbedError):
     """The image pipeline cannot do its job (setup problem or bad image recipe)."""
+
+
+class DebootstrapUnavailable(ImageError):
+    """debootstrap cannot run on this machine (no root, not installed, no mirror)."""
 
 
 class ImageBuildError(ImageError):
@@ -166,7 +200,7 @@ class ImageBuildError(ImageError):
 class ImageRecipe:
     """How to make one image: its directory, parent and extra context paths.
 
-    ``debian`` is the only recipe without a directory: it is made by debootstrap.
+    ``debian`` is the only recipe without a directory: it is pulled or debootstrapped.
     """
 
     name: str
@@ -231,9 +265,17 @@ class AptSource:
 # --------------------------------------------------------------------------- names
 
 
+def image_prefix() -> str:
+    """``testbed``, or ``TESTBED_IMAGE_PREFIX`` (read each time: tests set it per test)."""
+    prefix = os.environ.get(ENV_PREFIX) or IMAGE_PREFIX
+    if not _PREFIX_RE.match(prefix):
+        raise ImageError(f"{ENV_PREFIX}={prefix!r}: use lower-case letters, digits and single . _ - (e.g. testbed-try)")
+    return prefix
+
+
 def image_tag(name: str, suite: str) -> str:
     """``testbed/<name>:<suite>``: the suite is the tag so both suites coexist."""
-    return f"{IMAGE_PREFIX}/{name}:{suite}"
+    return f"{image_prefix()}/{name}:{suite}"
 
 
 def default_images_dir() -> Path:
@@ -395,7 +437,7 @@ def select_mirror(sources: Iterable[AptSource], override: str | None = None,
         url, origin = _first_uri(main[0]), main[0].origin
         updates = any(x.endswith("-updates") for s in main for x in s.suites)
     else:
-        raise ImageError(
+        raise DebootstrapUnavailable(
             "no Debian mirror found in the apt sources (/etc/apt/sources.list, "
             "/etc/apt/sources.list.d/*.list|*.sources); set TESTBED_MIRROR=<url> "
             "to the Debian archive URL to use"
@@ -454,7 +496,7 @@ def parse_parent(dockerfile_text: str) -> str:
             if not match:
                 raise ImageError(
                     f"FROM {ref!r}: must be {IMAGE_PREFIX}/<image>:${{SUITE}} "
-                    "(no registry is reachable, so only local testbed images can be parents)"
+                    "(builds never pull: parents are local testbed images)"
                 )
             if not saw_arg_suite:
                 raise ImageError("the Dockerfile must declare 'ARG SUITE' before FROM")
@@ -489,7 +531,7 @@ def _load_recipe(directory: Path, repo_root: Path) -> tuple[ImageRecipe | None, 
     if not _NAME_RE.match(name):
         problems.append(f"{name}: not a valid image name (lower-case letters, digits, _.-)")
     if name == DEBIAN_IMAGE:
-        problems.append(f"{name}: reserved for the debootstrap rootfs; pick another name")
+        problems.append(f"{name}: reserved for the base image (pulled or debootstrapped); pick another name")
     parent = None
     try:
         parent = parse_parent((directory / "Dockerfile").read_text())
@@ -602,7 +644,7 @@ def context_entries(recipe: ImageRecipe) -> list[ContextEntry]:
     repository-relative path. A name claimed twice is an error, not a silent overwrite.
     """
     if recipe.directory is None or recipe.repo_root is None:
-        raise ImageError(f"{recipe.name} has no build context (it is made by debootstrap)")
+        raise ImageError(f"{recipe.name} has no build context (it is pulled or debootstrapped)")
     entries: dict[str, ContextEntry] = {}
     sources = [(recipe.directory, recipe.directory)]
     sources += [(recipe.repo_root, recipe.repo_root / p) for p in recipe.extra_paths]
@@ -636,10 +678,53 @@ def debian_recipe_data(suite: str) -> dict[str, Any]:
     }
 
 
-def content_hash(recipe: ImageRecipe, suite: str, parent_hash: str | None) -> str:
-    """sha256 over the image's own inputs and its parent's hash (so changes propagate)."""
+def registry_files() -> dict[str, tuple[str, int]]:
+    """The rootfs files a pulled image gets (the engine provides the rest itself)."""
+    return {k: v for k, v in sorted(ROOTFS_FILES.items()) if k not in ENGINE_MANAGED_FILES}
+
+
+def registry_dockerfile(pulled_id: str) -> str:
+    """The build on top of a pulled debian image: what debootstrap's rootfs has, via apt.
+
+    FROM the image id, not the tag: the build uses exactly the image that was hashed,
+    even if the tag moves meanwhile. Packages come from the image's own apt sources.
+    """
+    prune = " ".join(f"/{pattern}" for pattern in ROOTFS_PRUNE)
+    return "\n".join([
+        f"FROM {pulled_id}",
+        "COPY rootfs/ /",
+        "RUN apt-get update \\",
+        " && DEBIAN_FRONTEND=noninteractive apt-get install -y " + " ".join(sorted(DEBOOTSTRAP_PACKAGES)) + " \\",
+        f" && rm -rf {prune}",
+        *DEBIAN_IMAGE_CHANGES,
+        "",
+    ])
+
+
+def registry_recipe_data(suite: str, source: BaseSource) -> dict[str, Any]:
+    """Everything that defines the debian image made from a pull, the pulled image's id included."""
+    return {
+        "recipe_version": REGISTRY_RECIPE_VERSION,
+        "suite": suite,
+        "reference": source.reference,
+        "pulled_id": source.pulled_id,
+        "dockerfile": registry_dockerfile(source.pulled_id or ""),
+        "files": {k: [v[0], oct(v[1])] for k, v in registry_files().items()},
+    }
+
+
+def content_hash(recipe: ImageRecipe, suite: str, parent_hash: str | None,
+                 base: BaseSource | None = None) -> str:
+    """sha256 over the image's own inputs and its parent's hash (so changes propagate).
+
+    For ``debian`` the inputs are its source (``base``; None = debootstrap). The
+    debootstrap data is unchanged since before registries, so those images stay current.
+    """
     h = hashlib.sha256()
-    if recipe.is_rootfs:
+    if recipe.is_rootfs and base is not None and base.is_registry:
+        h.update(b"testbed-debian-registry\0")
+        h.update(json.dumps(registry_recipe_data(suite, base), sort_keys=True).encode())
+    elif recipe.is_rootfs:
         h.update(b"testbed-debian\0")
         h.update(json.dumps(debian_recipe_data(suite), sort_keys=True).encode())
     else:
@@ -650,25 +735,49 @@ def content_hash(recipe: ImageRecipe, suite: str, parent_hash: str | None) -> st
     return h.hexdigest()
 
 
-def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str] | None, suite: str) -> dict[str, str]:
+def content_hashes(recipes: Mapping[str, ImageRecipe], names: Iterable[str] | None, suite: str,
+                   base: BaseSource | None = None) -> dict[str, str]:
     """Hashes for ``names`` and their ancestors, computed parents first."""
     hashes: dict[str, str] = {}
     for name in resolve_order(recipes, names):
         parent = recipes[name].parent
-        hashes[name] = content_hash(recipes[name], suite, hashes.get(parent) if parent else None)
+        hashes[name] = content_hash(recipes[name], suite, hashes.get(parent) if parent else None, base)
     return hashes
+
+
+def _add_tar_member(tar: tarfile.TarFile, arcname: str, data: bytes, mode: int) -> None:
+    """One file with a fixed owner and mtime, so equal inputs give equal tars."""
+    info = tarfile.TarInfo(arcname)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def with_image_prefix(dockerfile: bytes, prefix: str) -> bytes:
+    """Point ``FROM testbed/<parent>`` at the configured prefix's parent."""
+    if prefix == IMAGE_PREFIX:
+        return dockerfile
+    return _DOCKERFILE_FROM_RE.sub(lambda m: f"{m[1]}{prefix}/", dockerfile.decode()).encode()
 
 
 def write_context_tar(recipe: ImageRecipe, fileobj: IO[bytes]) -> None:
     """The build context as a reproducible tar (fixed owner, mtime and modes)."""
+    prefix = image_prefix()
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
         for entry in context_entries(recipe):
-            info = tarfile.TarInfo(entry.arcname)
-            info.size = entry.source.stat().st_size
-            info.mode = entry.mode
-            info.mtime = 0
-            with entry.source.open("rb") as fh:
-                tar.addfile(info, fh)
+            data = entry.source.read_bytes()
+            if entry.arcname == "Dockerfile":
+                data = with_image_prefix(data, prefix)
+            _add_tar_member(tar, entry.arcname, data, entry.mode)
+
+
+def write_registry_context(pulled_id: str, fileobj: IO[bytes]) -> None:
+    """The context of the build on top of a pulled image: its Dockerfile and rootfs files."""
+    with tarfile.open(fileobj=fileobj, mode="w") as tar:
+        _add_tar_member(tar, "Dockerfile", registry_dockerfile(pulled_id).encode(), 0o644)
+        for rel, (content, mode) in registry_files().items():
+            _add_tar_member(tar, f"rootfs/{rel}", content.encode(), mode)
 
 
 # --------------------------------------------------------------------- docker side
@@ -694,9 +803,17 @@ def _inspect(client: docker.DockerClient, tag: str) -> dict[str, Any] | None:
         return None
 
 
+def _labels_of(attrs: Mapping[str, Any] | None) -> dict[str, str]:
+    return ((attrs or {}).get("Config") or {}).get("Labels") or {}
+
+
 def _label(attrs: Mapping[str, Any] | None, key: str) -> str | None:
-    labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
-    return labels.get(key)
+    return _labels_of(attrs).get(key)
+
+
+def _recorded_base(client: docker.DockerClient, suite: str) -> BaseSource | None:
+    """The registry image the current testbed/debian was built on, if it was."""
+    return recorded_source(_labels_of(_inspect(client, image_tag(DEBIAN_IMAGE, suite))))
 
 
 def _labels(name: str, suite: str, digest: str) -> dict[str, str]:
@@ -734,15 +851,15 @@ def _emit(name: str, text: str, tail: deque[str], progress: ProgressCallback) ->
 
 
 def _follow_build(stream: Iterable[dict[str, Any]], name: str, suite: str,
-                  progress: ProgressCallback) -> str | None:
-    """Relay the build log; return the image id, raise ImageBuildError on an error chunk."""
+                  progress: ProgressCallback, failure: str = "the Dockerfile step failed") -> str | None:
+    """Relay a build (or pull) log; return the image id, raise ImageBuildError on an error chunk."""
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     image_id = None
     try:
         for chunk in stream:
             if "error" in chunk:
                 _emit(name, str(chunk["error"]), tail, progress)
-                raise ImageBuildError(name, suite, tail, "the Dockerfile step failed")
+                raise ImageBuildError(name, suite, tail, failure)
             _emit(name, str(chunk.get("stream") or chunk.get("status") or ""), tail, progress)
             image_id = (chunk.get("aux") or {}).get("ID", image_id)
     except (docker.errors.DockerException, OSError) as exc:  # engine gone, timeouts
@@ -750,12 +867,12 @@ def _follow_build(stream: Iterable[dict[str, Any]], name: str, suite: str,
     return image_id
 
 
-def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: str,
-                      labels: dict[str, str], nocache: bool, progress: ProgressCallback) -> str:
-    """Classic-builder build of one image directory, host network, no pulls."""
-    tag = image_tag(recipe.name, suite)
+def _run_build(client: docker.DockerClient, name: str, suite: str, write_context: Callable[[IO[bytes]], None],
+               labels: dict[str, str], nocache: bool, progress: ProgressCallback) -> str:
+    """Classic-builder build of one context, host network, no pulls; returns the image id."""
+    tag = image_tag(name, suite)
     with tempfile.TemporaryFile() as ctx:
-        write_context_tar(recipe, ctx)
+        write_context(ctx)
         ctx.seek(0)
         try:
             stream = client.api.build(
@@ -764,12 +881,105 @@ def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: s
                 nocache=nocache, decode=True,
             )
         except docker.errors.DockerException as exc:
-            raise ImageBuildError(recipe.name, suite, [], str(exc)) from exc
-        image_id = _follow_build(stream, recipe.name, suite, progress)
+            raise ImageBuildError(name, suite, [], str(exc)) from exc
+        image_id = _follow_build(stream, name, suite, progress)
     attrs = _inspect(client, tag)
     if attrs is None or (image_id and attrs["Id"] != image_id):
-        raise ImageBuildError(recipe.name, suite, [], f"the engine reported success but {tag} is missing")
+        raise ImageBuildError(name, suite, [], f"the engine reported success but {tag} is missing")
     return str(attrs["Id"])
+
+
+def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: str,
+                      labels: dict[str, str], nocache: bool, progress: ProgressCallback) -> str:
+    """One image directory (``images/<name>/``) built FROM its local parent."""
+    return _run_build(client, recipe.name, suite, partial(write_context_tar, recipe), labels, nocache, progress)
+
+
+# ------------------------------------------------------------- debian from a registry
+
+
+@contextlib.contextmanager
+def _request_timeout(client: docker.DockerClient, seconds: float) -> Iterator[None]:
+    """A shorter read timeout for the calls inside (the client's is an hour, for builds).
+
+    The engine answers a registry question only once the registry did, or its own
+    dial gave up, which can take minutes. ``ensure_images`` holds the build lock and
+    uses the client alone meanwhile, so changing it for a moment is safe.
+    """
+    api = client.api
+    saved = api.timeout
+    api.timeout = seconds
+    try:
+        yield
+    finally:
+        api.timeout = saved
+
+
+def probe_registry(client: docker.DockerClient, reference: str,
+                   timeout: float = REGISTRY_TIMEOUT) -> RegistryFailure | None:
+    """Ask the engine whether it can get ``reference`` from its registry; None = yes.
+
+    The engine asks the registry (with its own mirrors, proxy and logins), so this is
+    the truth for the pull that follows. Only the manifest is fetched: cheap.
+    """
+    try:
+        with _request_timeout(client, timeout):
+            client.api.inspect_distribution(reference)
+    except docker.errors.APIError as exc:
+        return classify_registry_error(reference, exc.status_code, str(exc.explanation or exc))
+    except (docker.errors.DockerException, OSError) as exc:  # timeouts, engine gone
+        return classify_registry_error(reference, None, f"no answer within {timeout:g} s ({type(exc).__name__})")
+    return None
+
+
+def pull_base(client: docker.DockerClient, reference: str, suite: str, progress: ProgressCallback) -> BaseSource:
+    """Pull ``reference`` (quick when it is current) and return it as the base source."""
+    repository, tag = reference.rsplit(":", 1)
+    progress(DEBIAN_IMAGE, f"pulling {reference}")
+    try:
+        stream = client.api.pull(repository, tag, stream=True, decode=True)
+    except docker.errors.DockerException as exc:
+        raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"pulling {reference} failed: {exc}") from exc
+    _follow_build(stream, DEBIAN_IMAGE, suite, progress, failure=f"pulling {reference} failed")
+    attrs = _inspect(client, reference)
+    if attrs is None:
+        raise ImageBuildError(DEBIAN_IMAGE, suite, [], f"the engine reported success but {reference} is missing")
+    return BaseSource.registry(reference, str(attrs["Id"]))
+
+
+def choose_base_source(client: docker.DockerClient, settings: BaseSettings, suite: str,
+                       progress: ProgressCallback) -> BaseSource:
+    """Registry if the engine can pull the reference, else what ``settings`` allow."""
+    reference = settings.reference(suite)
+    if settings.source is SourceKind.DEBOOTSTRAP:
+        source = BaseSource.debootstrap(reference)
+    else:
+        failure = probe_registry(client, reference)
+        recorded = _recorded_base(client, suite)
+        source = source_after_probe(settings, suite, failure, recorded) or pull_base(client, reference, suite, progress)
+    progress(DEBIAN_IMAGE, source.describe())
+    return source
+
+
+def _build_from_pulled(client: docker.DockerClient, source: BaseSource, suite: str, labels: dict[str, str],
+                       nocache: bool, progress: ProgressCallback) -> str:
+    """testbed/debian on top of the pulled image: the same apt settings and packages."""
+    assert source.pulled_id is not None
+    progress(DEBIAN_IMAGE, f"building on {source.reference} ({source.pulled_id[7:19]})")
+    return _run_build(client, DEBIAN_IMAGE, suite, partial(write_registry_context, source.pulled_id),
+                      labels, nocache, progress)
+
+
+def _build_root(client: docker.DockerClient, source: BaseSource, suite: str, labels: dict[str, str],
+                nocache: bool, progress: ProgressCallback) -> str:
+    """testbed/debian from the chosen source; a debootstrap that cannot run names every fix."""
+    labels = {**labels, **source.labels()}
+    if source.is_registry:
+        return _build_from_pulled(client, source, suite, labels, nocache, progress)
+    try:
+        return _build_debian(client, suite, labels, progress)
+    except DebootstrapUnavailable as exc:
+        raise ImageSourceError(debootstrap_unavailable_message(suite, str(exc), source)) from None
 
 
 # ------------------------------------------------------------------ debian rootfs
@@ -778,17 +988,17 @@ def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: s
 def check_rootfs_prerequisites(suite: str) -> None:
     """Fail early, with the fix, when debootstrap cannot run here."""
     if shutil.which("debootstrap") is None:
-        raise ImageError(
+        raise DebootstrapUnavailable(
             "debootstrap is missing; it builds the testbed/debian base image. "
             "Install it with: apt-get install debootstrap"
         )
     if os.geteuid() != 0:
-        raise ImageError(
+        raise DebootstrapUnavailable(
             f"building {image_tag(DEBIAN_IMAGE, suite)} needs root: debootstrap creates "
-            "device nodes, chroots and chowns files. Run once as root (e.g. sudo testbed images build)"
+            f"device nodes, chroots and chowns files. Run once as root: {sudo_hint(suite)}"
         )
     if debootstrap_script(suite) is None:
-        raise ImageError(f"this debootstrap does not know {suite!r}; upgrade debootstrap")
+        raise DebootstrapUnavailable(f"this debootstrap does not know {suite!r}; upgrade debootstrap")
 
 
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
@@ -927,7 +1137,7 @@ def import_rootfs(client: docker.DockerClient, root: Path, suite: str, labels: M
     """Stream ``tar --numeric-owner`` of the rootfs into ``docker import`` (never in memory)."""
     label_change = "LABEL " + " ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     changes = [*DEBIAN_IMAGE_CHANGES, label_change]
-    repo = f"{IMAGE_PREFIX}/{DEBIAN_IMAGE}"
+    repo = f"{image_prefix()}/{DEBIAN_IMAGE}"
     progress(DEBIAN_IMAGE, f"importing rootfs as {repo}:{suite}")
     cmd = ["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-c", "."]
     with tempfile.TemporaryFile() as errs, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errs) as tar:
@@ -1002,14 +1212,20 @@ def prune_cache(client: docker.DockerClient, name: str, suite: str, keep: int = 
 def builds_of(client: docker.DockerClient, name: str, suite: str) -> list[dict[str, Any]]:
     """Every top-level testbed build of one image and suite, newest first."""
     filters = {"label": [f"{LABEL_IMAGE}={name}", f"{LABEL_SUITE}={suite}"]}
-    found = client.api.images(filters=filters)
+    # Images tagged only under another prefix (or pushed and pulled under another
+    # name) carry the same labels but are someone else's: leave them out.
+    found = [i for i in client.api.images(filters=filters) if _testbed_tags(i) or not _real_tags(i)]
     return sorted(found, key=lambda i: i.get("Created", 0), reverse=True)
+
+
+def _real_tags(image: Mapping[str, Any]) -> list[str]:
+    return [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
 
 
 def _testbed_tags(image: Mapping[str, Any]) -> list[str]:
     """The image's testbed/* tags (removing by id with several tags would need force,
     which would also hit images in use, so removal goes tag by tag)."""
-    return [t for t in image.get("RepoTags") or [] if t.startswith(f"{IMAGE_PREFIX}/")]
+    return [t for t in _real_tags(image) if t.startswith(f"{image_prefix()}/")]
 
 
 def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
@@ -1026,7 +1242,7 @@ def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, 
 
 
 def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
-                rebuild: bool, progress: ProgressCallback) -> str:
+                rebuild: bool, progress: ProgressCallback, base: BaseSource) -> str:
     """Build one image unless its content-hash label already matches (or a cached build does)."""
     tag = image_tag(recipe.name, suite)
     current = _inspect(client, tag)
@@ -1043,7 +1259,7 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
     started = time.monotonic()
     labels = _labels(recipe.name, suite, digest)
     if recipe.is_rootfs:
-        image_id = _build_debian(client, suite, labels, progress)
+        image_id = _build_root(client, base, suite, labels, rebuild, progress)
     else:
         image_id = _build_dockerfile(client, recipe, suite, labels, rebuild, progress)
     _retag(client, image_id, cache_tag(recipe.name, suite, digest))
@@ -1055,33 +1271,45 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
 def ensure_images(names: Iterable[str] | None, suite: str = DEFAULT_SUITE, *,
                   images_dir: Path | None = None, rebuild: bool = False,
                   progress: ProgressCallback | None = None,
-                  client: docker.DockerClient | None = None) -> dict[str, str]:
+                  client: docker.DockerClient | None = None,
+                  base: BaseSettings | None = None) -> dict[str, str]:
     """Make ``testbed/<name>:<suite>`` exist and be current for each name (None = all).
 
-    Parents are handled first. An image whose ``testbed.content-hash`` label matches its
-    inputs is left alone; ``rebuild=True`` rebuilds every image involved, the debian
-    rootfs included, without the build cache. Returns {name: image id} for the requested
-    images and their ancestors. Holds an inter-process lock for the whole run.
+    Parents are handled first. The debian base comes from the source ``base`` allows
+    (None: ``TESTBED_BASE_SOURCE`` / ``TESTBED_DEBIAN_IMAGE``, default auto). An image
+    whose ``testbed.content-hash`` label matches its inputs is left alone;
+    ``rebuild=True`` rebuilds every image involved, the debian base included, without
+    the build cache. Returns {name: image id} for the requested images and their
+    ancestors. Holds an inter-process lock for the whole run.
     """
     _check_suite(suite)
+    settings = base or settings_from_env()
     recipes = discover_images(images_dir or default_images_dir())
     order = resolve_order(recipes, names)
-    hashes = content_hashes(recipes, order, suite)
     report = progress or _no_progress
     client = client or docker_client()
     with build_lock(report):
-        return {n: _ensure_one(client, recipes[n], suite, hashes[n], rebuild, report) for n in order}
+        source = choose_base_source(client, settings, suite, report)
+        hashes = content_hashes(recipes, order, suite, source)
+        return {n: _ensure_one(client, recipes[n], suite, hashes[n], rebuild, report, source) for n in order}
 
 
 def image_status(names: Iterable[str] | None = None, suite: str = DEFAULT_SUITE, *,
                  images_dir: Path | None = None,
-                 client: docker.DockerClient | None = None) -> list[ImageStatus]:
-    """For ``testbed images``: each image (parents first), whether it exists and is current."""
+                 client: docker.DockerClient | None = None,
+                 base: BaseSettings | None = None) -> list[ImageStatus]:
+    """For ``testbed images``: each image (parents first), whether it exists and is current.
+
+    No registry is asked: a pulled base counts as current for the image it was built
+    from (the next ``ensure_images`` pulls and sees upstream changes).
+    """
     _check_suite(suite)
+    settings = base or settings_from_env()
     recipes = discover_images(images_dir or default_images_dir())
     order = resolve_order(recipes, names)
-    hashes = content_hashes(recipes, order, suite)
     client = client or docker_client()
+    source = offline_source(settings, suite, _recorded_base(client, suite))
+    hashes = content_hashes(recipes, order, suite, source)
     rows = []
     for name in order:
         tag = image_tag(name, suite)

@@ -14,6 +14,7 @@ import docker.errors
 import pytest
 
 from testbed import images as I
+from testbed.imagesource import BaseSettings, BaseSource, ImageSourceError, SourceKind
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -350,6 +351,53 @@ def test_caches_do_not_change_hash(repo: Path) -> None:
     assert hashes(repo)["dns"] == h0
 
 
+PULLED = BaseSource.registry("debian:bookworm", "sha256:" + "a" * 64)
+
+
+def test_debootstrap_hash_is_what_it_was_before_registries() -> None:
+    """Pinned: a change here rebuilds every machine's images, so it must be deliberate
+    (bump DEBIAN_RECIPE_VERSION or change the rootfs data, then update this value)."""
+    recipes = I.discover_images(REPO / "images")
+    debootstrap = BaseSource.debootstrap("debian:bookworm")
+    assert I.content_hashes(recipes, ["debian"], "bookworm", debootstrap)["debian"].startswith("2cbdbf2941a9")
+    assert I.content_hashes(recipes, ["debian"], "bookworm") == I.content_hashes(recipes, ["debian"], "bookworm", debootstrap)
+
+
+def test_registry_hash_covers_reference_and_pulled_image(repo: Path) -> None:
+    recipes = I.discover_images(repo / "images")
+    pulled = I.content_hashes(recipes, None, "bookworm", PULLED)
+    assert pulled == I.content_hashes(recipes, None, "bookworm", PULLED)
+    other_id = BaseSource.registry(PULLED.reference, "sha256:" + "b" * 64)
+    other_ref = BaseSource.registry("mirror.example:5000/debian:bookworm", PULLED.pulled_id)
+    variants = [hashes(repo), pulled, I.content_hashes(recipes, None, "bookworm", other_id),
+                I.content_hashes(recipes, None, "bookworm", other_ref)]
+    for name in ("debian", "base", "dns"):  # a changed upstream image rebuilds everything on it
+        assert len({v[name] for v in variants}) == len(variants)
+
+
+def test_registry_hash_covers_packages(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipes = I.discover_images(repo / "images")
+    h0 = I.content_hashes(recipes, ["debian"], "bookworm", PULLED)
+    monkeypatch.setattr(I, "DEBOOTSTRAP_PACKAGES", (*I.DEBOOTSTRAP_PACKAGES, "less"))
+    assert I.content_hashes(recipes, ["debian"], "bookworm", PULLED) != h0
+
+
+def test_registry_build_context_has_the_rootfs_settings_and_packages() -> None:
+    buf = io.BytesIO()
+    I.write_registry_context(PULLED.pulled_id or "", buf)
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        member = tar.extractfile("Dockerfile")
+        assert member is not None
+        text = member.read().decode()
+    assert text.startswith(f"FROM {PULLED.pulled_id}\n")
+    assert all(pkg in text for pkg in I.DEBOOTSTRAP_PACKAGES)
+    assert "rm -rf /var/lib/apt/lists/*" in text and 'CMD ["/bin/bash"]' in text
+    assert members["rootfs/usr/sbin/policy-rc.d"].mode == 0o755
+    assert "rootfs/etc/apt/apt.conf.d/90testbed" in members
+    assert "rootfs/etc/resolv.conf" not in members  # the engine's own, in every container
+
+
 def test_debian_hash_ignores_mirror_but_not_packages(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h0 = hashes(repo)
     monkeypatch.setenv("TESTBED_MIRROR", "http://other.example.org/debian")
@@ -430,6 +478,12 @@ class FakeAPI:
         self.builds: list[dict[str, Any]] = []
         self.removed: list[str] = []
         self.clock = 0
+        self.timeout = 3600
+        # The registry the engine can reach: reference -> content version (none by default,
+        # like a machine without a registry); each version pulls as one image id.
+        self.registry: dict[str, str] = {}
+        self.pulled: dict[tuple[str, str], str] = {}
+        self.probe_timeouts: list[float] = []
 
     def _get(self, ref: str) -> dict[str, Any]:
         for image in self.store.values():
@@ -470,9 +524,25 @@ class FakeAPI:
         if ref == image["Id"] or not image["RepoTags"]:
             del self.store[image["Id"]]
 
+    def inspect_distribution(self, ref: str) -> dict[str, Any]:
+        self.probe_timeouts.append(self.timeout)
+        if ref not in self.registry:
+            raise docker.errors.APIError("500 Server Error", explanation="dial tcp: lookup registry: no such host")
+        return {"Descriptor": {"digest": f"sha256:{self.registry[ref]}"}}
+
+    def pull(self, repository: str, tag: str, stream: bool, decode: bool):
+        ref = f"{repository}:{tag}"
+        version = self.registry[ref]
+        if (ref, version) not in self.pulled:
+            self.pulled[ref, version] = self.add(ref, {})
+        self.tag(self.pulled[ref, version], repository, tag)
+        return iter([{"status": f"Pulling from {repository}"}, {"status": f"Digest: sha256:{version}"}])
+
     def build(self, **kw: Any):
         with tarfile.open(fileobj=kw["fileobj"]) as tar:
             kw["names"] = tar.getnames()
+            member = tar.extractfile("Dockerfile")
+            kw["dockerfile"] = member.read().decode() if member else ""
         self.builds.append(kw)
         image_id = self.add(kw["tag"], kw["labels"])
         return iter([{"stream": "Step 1/1\n"}, {"aux": {"ID": image_id}}])
@@ -483,10 +553,15 @@ class FakeClient:
         self.api = FakeAPI()
 
 
+REAL_BUILD_DEBIAN = I._build_debian
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     client = FakeClient()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("TESTBED_BASE_SOURCE", "TESTBED_DEBIAN_IMAGE", I.ENV_PREFIX):
+        monkeypatch.delenv(name, raising=False)
 
     def fake_debian(cl: FakeClient, suite: str, labels: dict[str, str], progress: Any) -> str:
         cl.api.builds.append({"tag": I.image_tag("debian", suite)})
@@ -574,3 +649,119 @@ def test_image_status(repo: Path, fake: FakeClient) -> None:
     assert by["debian"] == ("debian", "testbed/debian:bookworm", True, True)
     assert by["base"].present and not by["base"].up_to_date
     assert not by["mta"].present and not by["mta"].up_to_date
+
+
+# --------------------------------------------------- the base image source, fake engine
+
+
+def test_no_registry_falls_back_to_debootstrap_with_one_visible_line(repo: Path, fake: FakeClient) -> None:
+    messages: list[str] = []
+    I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake,
+                    progress=lambda n, m: messages.append(m))
+    assert built_tags(fake) == ["testbed/debian:bookworm", "testbed/base:bookworm"]
+    assert "dockerfile" not in fake.api.builds[0]  # the debootstrap path, not a Dockerfile
+    assert [m for m in messages if m.startswith("source:")] == [
+        "source: debootstrap; registry image debian:bookworm not available (dial tcp: lookup registry: no such host)"
+    ]
+    assert fake.api.probe_timeouts == [I.REGISTRY_TIMEOUT] and fake.api.timeout == 3600
+
+
+def test_registry_pull_builds_debian_with_labels_then_skips(repo: Path, fake: FakeClient) -> None:
+    fake.api.registry["debian:bookworm"] = "v1"
+    ids = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    pulled_id = fake.api.inspect_image("debian:bookworm")["Id"]
+    debian = fake.api.builds[0]
+    assert debian["tag"] == "testbed/debian:bookworm"
+    assert debian["dockerfile"].startswith(f"FROM {pulled_id}\n")
+    assert debian["labels"] == {
+        I.LABEL_IMAGE: "debian", I.LABEL_SUITE: "bookworm", I.LABEL_HASH: debian["labels"][I.LABEL_HASH],
+        "testbed.base-source": "registry", "testbed.base-reference": "debian:bookworm",
+        "testbed.base-image-id": pulled_id,
+    }
+    assert debian["pull"] is False and debian["network_mode"] == "host"
+    again = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    assert again == ids and len(fake.api.builds) == 2
+    assert all(r.up_to_date for r in I.image_status(["base"], "bookworm", images_dir=repo / "images", client=fake))
+
+
+def test_changed_upstream_image_rebuilds_debian_and_children(repo: Path, fake: FakeClient) -> None:
+    fake.api.registry["debian:bookworm"] = "v1"
+    I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    fake.api.builds.clear()
+    fake.api.registry["debian:bookworm"] = "v2"
+    I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    assert built_tags(fake) == ["testbed/debian:bookworm", "testbed/base:bookworm"]
+
+
+def test_offline_after_a_pull_keeps_the_images(repo: Path, fake: FakeClient) -> None:
+    fake.api.registry["debian:bookworm"] = "v1"
+    ids = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    fake.api.registry.clear()
+    messages: list[str] = []
+    again = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake,
+                            base=BaseSettings(SourceKind.REGISTRY), progress=lambda n, m: messages.append(m))
+    assert again == ids and len(fake.api.builds) == 2
+    assert any("keeping the image pulled before" in m for m in messages)
+
+
+def test_forced_registry_without_registry_is_one_error_and_builds_nothing(repo: Path, fake: FakeClient) -> None:
+    with pytest.raises(ImageSourceError, match="TESTBED_BASE_SOURCE=registry, but cannot pull debian:bookworm"):
+        I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake,
+                        base=BaseSettings(SourceKind.REGISTRY))
+    assert fake.api.builds == []
+
+
+def test_forced_debootstrap_does_not_ask_the_registry(repo: Path, fake: FakeClient) -> None:
+    fake.api.registry["debian:bookworm"] = "v1"
+    I.ensure_images(["debian"], "bookworm", images_dir=repo / "images", client=fake,
+                    base=BaseSettings(SourceKind.DEBOOTSTRAP))
+    assert fake.api.probe_timeouts == [] and "dockerfile" not in fake.api.builds[0]
+
+
+def test_configured_repository_is_pulled(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTBED_DEBIAN_IMAGE", "127.0.0.1:5000/mirror/debian")
+    fake.api.registry["127.0.0.1:5000/mirror/debian:trixie"] = "v1"
+    I.ensure_images(["debian"], "trixie", images_dir=repo / "images", client=fake)
+    labels = fake.api.inspect_image("testbed/debian:trixie")["Config"]["Labels"]
+    assert labels["testbed.base-reference"] == "127.0.0.1:5000/mirror/debian:trixie"
+
+
+def test_no_registry_and_no_root_names_every_fix(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(I, "_build_debian", REAL_BUILD_DEBIAN)
+    monkeypatch.setattr(I.shutil, "which", lambda _: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(I.os, "geteuid", lambda: 1000)
+    with pytest.raises(ImageSourceError) as err:
+        I.ensure_images(["debian"], "bookworm", images_dir=repo / "images", client=fake)
+    text = str(err.value)
+    for needle in ("registry image debian:bookworm not available", "needs root", "TESTBED_DEBIAN_IMAGE=",
+                   "images --build --suite bookworm"):
+        assert needle in text
+    assert "images build" not in text  # the old hint named a command that does not exist
+
+
+def test_no_apt_sources_names_every_fix(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(I, "_build_debian", REAL_BUILD_DEBIAN)
+    monkeypatch.setattr(I, "check_rootfs_prerequisites", lambda suite: None)
+    monkeypatch.setattr(I, "find_mirror", lambda: I.select_mirror([]))
+    with pytest.raises(ImageSourceError, match="no Debian mirror found.*TESTBED_MIRROR.*Fixes: either"):
+        I.ensure_images(["debian"], "bookworm", images_dir=repo / "images", client=fake)
+
+
+def test_image_prefix_keeps_images_apart(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    monkeypatch.setenv(I.ENV_PREFIX, "tb-test")
+    for i in range(I.CACHE_KEEP + 2):  # enough builds to make prune_cache remove some
+        write(repo / "images/base/tb-init", f"#!/bin/sh\n# {i}\n", 0o755)
+        ours = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
+    assert ours["debian"] != theirs["debian"]
+    assert fake.api.builds[-1]["tag"] == "tb-test/base:bookworm"
+    assert fake.api.builds[-1]["dockerfile"].startswith("ARG SUITE\nFROM tb-test/debian:${SUITE}")
+    monkeypatch.delenv(I.ENV_PREFIX)
+    for name in ("debian", "base"):
+        assert fake.api.inspect_image(f"testbed/{name}:bookworm")["Id"] == theirs[name]
+
+
+def test_bad_image_prefix_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(I.ENV_PREFIX, "Bad/Prefix")
+    with pytest.raises(I.ImageError, match="TESTBED_IMAGE_PREFIX='Bad/Prefix'"):
+        I.image_tag("debian", "bookworm")
