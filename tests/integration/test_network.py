@@ -73,3 +73,43 @@ def test_lab_dns_answers_only_what_the_topology_says(mx_broken) -> None:
     assert "status: NXDOMAIN" in client.check_output("dig A example.com")
     mx = client.check_output("dig +short MX brainbird.nl").splitlines()
     assert sorted(mx) == ["10 mx10.brainbird.nl.", "20 mx20.brainbird.nl.", "30 mx30.brainbird.nl."]
+
+
+def test_a_container_outside_the_lab_cannot_reach_into_it(docker_client, mx_broken) -> None:
+    """The opening made for the lab's routers (trusted lab bridges on 28.2+) lets nothing else in.
+
+    An ordinary container on the engine's default bridge, as any user's, has a
+    default route to the machine, which has a route to every lab bridge. The
+    engine must drop what it sends into the lab: 20.10 in its isolation chains,
+    28.2+ in its direct-access rules. The DNS server's own log is the witness
+    (a reply could not come back anyway: lab hosts have no route out).
+    """
+    import secrets
+
+    from testbed.adapters.dns import QUERY_LOG
+    from testbed.plan import LABEL_RUN
+
+    dns_v4 = mx_broken.address("dns", "ipv4")
+    mx10_v4 = mx_broken.address("mx10", "ipv4")
+    api = docker_client.api
+    outsider = api.create_container(
+        f"testbed/base:{mx_broken.plan.suite}", command=["sleep", "infinity"], entrypoint=[],
+        labels={LABEL_RUN: "outsider-" + secrets.token_hex(4)}, host_config=api.create_host_config(network_mode="bridge"),
+    )
+    try:
+        api.start(outsider["Id"])
+        outsider_ip = api.inspect_container(outsider["Id"])["NetworkSettings"]["IPAddress"]
+        assert outsider_ip, "the outsider got no address on the default bridge"
+
+        def run(cmd: str) -> int:
+            ex = api.exec_create(outsider["Id"], ["sh", "-c", cmd])
+            api.exec_start(ex["Id"])
+            return api.exec_inspect(ex["Id"])["ExitCode"]
+
+        assert run(f"ip route get {dns_v4}") == 0  # it has a way there: only the engine can stop it
+        assert run(f"dig +tries=2 +time=2 @{dns_v4} A outsider-probe.brainbird.nl") != 0
+        assert run(f"nc -z -w 2 {mx10_v4} 25") != 0
+        log = mx_broken.host("dns").file(QUERY_LOG).content_string
+        assert "outsider-probe" not in log and outsider_ip not in log
+    finally:
+        api.remove_container(outsider["Id"], force=True)

@@ -765,3 +765,16 @@ def test_bad_image_prefix_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(I.ENV_PREFIX, "Bad/Prefix")
     with pytest.raises(I.ImageError, match="TESTBED_IMAGE_PREFIX='Bad/Prefix'"):
         I.image_tag("debian", "bookworm")
+
+
+def test_debootstrap_script_uses_sid_for_a_suite_newer_than_debootstrap(tmp_path: Path) -> None:
+    from testbed.images import debootstrap_script
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "sid").write_text("")
+    (scripts / "bookworm").write_text("")
+    assert debootstrap_script("bookworm", scripts) == ""  # its own script
+    assert debootstrap_script("forky", scripts) == str(scripts / "sid")
+    assert debootstrap_script("duke", scripts) is None  # not a suite the builder knows
+    assert debootstrap_script("forky", tmp_path / "none") == ""  # no script directory: debootstrap decides
