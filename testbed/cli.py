@@ -331,17 +331,61 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> No
 
 @main.command()
 @click.argument("run_id", required=False)
-@click.option("--all", "everything", is_flag=True, help="Remove the objects of every testbed run.")
+@click.option("--all", "everything", is_flag=True, help="Remove every lab of yours (see --everyone).")
+@click.option("--everyone", is_flag=True, help="With --all: every user's labs on this engine, not only yours.")
 @_guard
-def down(run_id: str | None, everything: bool) -> None:
-    """Remove a kept or leftover lab (containers and networks carrying its run label)."""
+def down(run_id: str | None, everything: bool, everyone: bool) -> None:
+    """Remove a kept or leftover lab (containers, networks and volumes carrying its run label)."""
     from . import fabric
+    from .owner import current_owner
 
     if not run_id and not everything:
         raise click.UsageError("give a RUN_ID (see `testbed ps`) or --all")
+    if everyone and not everything:
+        raise click.UsageError("--everyone goes with --all")
     client = fabric.connect()
-    containers, networks = fabric.teardown(client, None if everything else run_id)
+    owner = None if (everyone or run_id) else current_owner()
+    containers, networks = fabric.teardown(client, None if everything else run_id, owner=owner)
     out.print(f"removed {containers} container(s) and {networks} network(s)")
+    if everything:
+        from .images import remove_stale_scratch
+
+        for stale in remove_stale_scratch():
+            out.print(f"removed {stale}, a Debian rootfs left by a killed image build", highlight=False)
+    if owner:
+        others = [r for r, objs in fabric.list_runs(client).items() if objs.labels.get("testbed.owner") != owner]
+        if others:
+            out.print(f"{len(others)} lab(s) of other users are left (`testbed down --all --everyone` removes them too)")
+
+
+@main.command()
+@_guard
+def ps() -> None:
+    """List labs that still have Docker objects: whose, how old, and whether their process is still there."""
+    import time
+
+    from . import fabric
+    from .owner import LABEL_OWNER, lab_state
+    from .plan import LABEL_LAB, LABEL_VARIANT
+
+    client = fabric.connect()
+    runs = fabric.list_runs(client)
+    if not runs:
+        out.print("no testbed labs are running")
+        return
+    table = Table()
+    for col in ("run id", "topology", "variant", "owner", "age", "containers", "state"):
+        table.add_column(col)
+    now = time.time()
+    for run_id, objs in sorted(runs.items()):
+        labels = objs.labels
+        age = f"{(now - objs.created) / 60:.0f} min" if objs.created else "-"
+        state = lab_state(labels)
+        table.add_row(run_id, labels.get(LABEL_LAB, "?"), labels.get(LABEL_VARIANT, "?"), labels.get(LABEL_OWNER, "?"),
+                      age, str(objs.containers), f"[red]{state}[/]" if state == "orphaned" else state)
+    out.print(table)
+    if any(lab_state(o.labels) == "orphaned" for o in runs.values()):
+        out.print("orphaned: the process that made the lab is gone; `testbed down RUN_ID` removes it")
 
 
 # --- nested engines -----------------------------------------------------------------
@@ -543,26 +587,6 @@ def _base_source_lines(client: Any, have_debootstrap: bool) -> list[str]:
         root = "yes" if os.geteuid() == 0 else "no (debootstrap needs root)"
         lines.append(f"  debootstrap: {tool}; root: {root}")
     return lines
-
-
-@main.command()
-@_guard
-def ps() -> None:
-    """List labs that still have Docker objects."""
-    from . import fabric
-    from .plan import LABEL_LAB, LABEL_VARIANT
-
-    client = fabric.connect()
-    runs = fabric.list_runs(client)
-    if not runs:
-        out.print("no testbed labs are running")
-        return
-    table = Table()
-    for col in ("run id", "topology", "variant"):
-        table.add_column(col)
-    for run_id, labels in sorted(runs.items()):
-        table.add_row(run_id, labels.get(LABEL_LAB, "?"), labels.get(LABEL_VARIANT, "?"))
-    out.print(table)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,20 @@ way as a finished one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import ipaddress
+import os
 import shlex
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -24,6 +30,7 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 from .adapters import RenderedFile
 from .errors import DockerUnavailable, HostDown, LabError
 from .labapi import ExecResult
+from .owner import LABEL_OWNER
 from .plan import (
     LABEL_ADDRESSES,
     LABEL_HOST,
@@ -42,6 +49,12 @@ from .plan import (
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
 READY_TIMEOUT_S = 90.0
+# Every lab container is bounded: a runaway daemon (or a fork bomb in a student's
+# shell) must not take the machine, which other labs and users share. The
+# largest lab host (Dovecot, or the DNS server with thousands of rules) stays
+# far below these.
+CONTAINER_MEMORY = "512m"
+CONTAINER_PIDS = 512
 
 Progress = Callable[[str], None]
 
@@ -135,24 +148,62 @@ def docker_subnets(client: docker.DockerClient) -> list[tuple[IPNetwork, str]]:
     return out
 
 
-def list_runs(client: docker.DockerClient) -> dict[str, dict[str, str]]:
-    """Runs that still own Docker objects: run id -> labels of one of its objects."""
-    runs: dict[str, dict[str, str]] = {}
+def _lock_path(client: docker.DockerClient) -> Path:
+    """One lock file per engine, shared by every user of this machine (hence /tmp, mode 0666)."""
+    engine = hashlib.sha256(str(client.api.base_url).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"testbed-subnets-{engine}.lock"
+
+
+@contextlib.contextmanager
+def subnet_lock(client: docker.DockerClient) -> Iterator[None]:
+    """Machine-wide: between reading the engine's subnets and creating networks on free ones.
+
+    Labs from several processes (shells, a classroom, pytest-xdist) otherwise
+    pick the same free subnets and all but one fail with "Pool overlaps". flock
+    is per open file, so threads of one process exclude each other too; the
+    kernel releases it if the holder dies.
+    """
+    path = _lock_path(client)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # whoever created it first, every user may take it
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class RunObjects:
+    """What `testbed ps` shows of a run that still owns Docker objects."""
+
+    labels: dict[str, str]
+    containers: int = 0
+    created: float | None = None  # the oldest container's creation (seconds since the epoch)
+
+
+def list_runs(client: docker.DockerClient) -> dict[str, RunObjects]:
+    """Runs that still own Docker objects: run id -> labels of one of its objects, containers, age."""
+    runs: dict[str, RunObjects] = {}
     for c in client.api.containers(all=True, filters={"label": LABEL_RUN}):
         labels = c.get("Labels") or {}
-        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+        run_id = labels.get(LABEL_RUN, "?")
+        seen = runs.get(run_id, RunObjects(labels))
+        created = min(filter(None, (seen.created, c.get("Created"))), default=None)
+        runs[run_id] = RunObjects(seen.labels, seen.containers + 1, created)
     for n in client.api.networks(filters={"label": LABEL_RUN}):
         labels = n.get("Labels") or {}
-        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+        runs.setdefault(labels.get(LABEL_RUN, "?"), RunObjects(labels))
     for v in client.api.volumes(filters={"label": LABEL_RUN}).get("Volumes") or []:
         labels = v.get("Labels") or {}
-        runs.setdefault(labels.get(LABEL_RUN, "?"), labels)
+        runs.setdefault(labels.get(LABEL_RUN, "?"), RunObjects(labels))
     return runs
 
 
-def teardown(client: docker.DockerClient, run_id: str | None = None) -> tuple[int, int]:
-    """Remove the containers, then the networks and volumes, of one run (or of every run)."""
-    selector = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+def teardown(client: docker.DockerClient, run_id: str | None = None, owner: str | None = None) -> tuple[int, int]:
+    """Remove the containers, then the networks and volumes, of one run (or of every run, or every run of ``owner``)."""
+    selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN] + ([f"{LABEL_OWNER}={owner}"] if owner else [])
     containers = client.api.containers(all=True, filters={"label": selector})
 
     def remove_container(c: dict) -> None:
@@ -294,8 +345,6 @@ class Lab:
 
         ``data_dirs`` are mounted from labelled Docker volumes (queues, mailboxes).
         """
-        for seg in self.plan.segments.values():
-            self._create_network(seg)
         hosts = list(self.plan.hosts.values())
         data_dirs = data_dirs or {}
         errors: list[BaseException] = []
@@ -310,6 +359,25 @@ class Lab:
         if errors:
             raise errors[0]
         self.check_routed_paths()
+
+    def create_networks(self, replan: Callable[[list[IPNetwork]], LabPlan]) -> None:
+        """Create the lab's networks on subnets no other process holds; before ``up``.
+
+        Under the machine-wide subnet lock, the planned subnets are checked
+        against the engine's networks again: when another process took one
+        since this lab was planned, ``replan`` (given every subnet in use)
+        moves the lab to free ones before anything is rendered or created.
+        """
+        with subnet_lock(self.client):
+            self.check_cancel()
+            used = [n for n, _ in docker_subnets(self.client)]
+            planned = [n for seg in self.plan.segments.values() for n in (seg.subnet_v4, seg.subnet_v6) if n]
+            taken = [n for n in planned if any(n.version == u.version and n.overlaps(u) for u in used)]
+            if taken:
+                self.plan = replan(used)
+                self.progress(f"{', '.join(map(str, taken))} taken meanwhile; moved to other subnets")
+            for seg in self.plan.segments.values():
+                self._create_network(seg)
 
     def check_routed_paths(self) -> None:
         """Ping the DNS server through each host's router; stop with the reason if one fails."""
@@ -383,6 +451,8 @@ class Lab:
         )
         host_config = api.create_host_config(
             init=True,
+            mem_limit=CONTAINER_MEMORY,
+            pids_limit=CONTAINER_PIDS,
             cap_add=["NET_ADMIN"],
             sysctls=host.sysctls,
             tmpfs={"/run/testbed": "size=1m"},

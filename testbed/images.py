@@ -48,6 +48,7 @@ import docker
 import docker.errors
 
 from .errors import TestbedError
+from .owner import LABEL_PROCESS, lab_state, process_label
 from .imagesource import (
     REGISTRY_TIMEOUT,
     BaseSettings,
@@ -1030,6 +1031,25 @@ def _mounts_below(root: Path) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
+SCRATCH_PREFIX = "testbed-rootfs-"
+SCRATCH_OWNER = "testbed-owner"  # inside each scratch directory: the process that made it
+
+
+def _scratch_base() -> Path:
+    return Path(os.environ.get("TESTBED_TMPDIR", "/var/tmp"))
+
+
+def _remove_scratch(scratch: Path) -> bool:
+    """Unmount what is left inside, then remove; False if something stays mounted."""
+    for point in _mounts_below(scratch):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    if _mounts_below(scratch):
+        log.warning("not removing %s: something is still mounted inside it", scratch)
+        return False
+    shutil.rmtree(scratch, ignore_errors=True)
+    return not scratch.exists()  # not ours to remove (another user's, no permission)
+
+
 @contextlib.contextmanager
 def _scratch_dir() -> Iterator[Path]:
     """A temporary directory for the rootfs, removed only once nothing is mounted in it.
@@ -1037,17 +1057,31 @@ def _scratch_dir() -> Iterator[Path]:
     rmtree across a leftover bind mount would delete the host's files, so leftover
     mounts (debootstrap killed mid-way) are unmounted first and checked again.
     """
-    base = os.environ.get("TESTBED_TMPDIR", "/var/tmp")
-    scratch = Path(tempfile.mkdtemp(prefix="testbed-rootfs-", dir=base))
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=_scratch_base()))
+    (scratch / SCRATCH_OWNER).write_text(process_label())
     try:
         yield scratch
     finally:
-        for point in _mounts_below(scratch):
-            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-        if _mounts_below(scratch):
-            log.warning("not removing %s: something is still mounted inside it", scratch)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch)
+
+
+def remove_stale_scratch() -> list[Path]:
+    """Rootfs directories of builds whose process is gone (killed debootstrap, SIGKILL): removed.
+
+    A build that is still running (its process is alive) is left alone.
+    """
+    removed = []
+    base = _scratch_base()
+    for scratch in sorted(base.glob(f"{SCRATCH_PREFIX}*")) if base.is_dir() else []:
+        try:
+            owner = (scratch / SCRATCH_OWNER).read_text().strip()
+        except OSError:
+            owner = ""  # made before owner files existed, or half-written: nobody's
+        if lab_state({LABEL_PROCESS: owner}) == "in use":
+            continue
+        if _remove_scratch(scratch):
+            removed.append(scratch)
+    return removed
 
 
 def _stop_process_group(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
@@ -1165,6 +1199,8 @@ def _build_debian(client: docker.DockerClient, suite: str, labels: dict[str, str
     check_rootfs_prerequisites(suite)
     mirror = find_mirror()
     progress(DEBIAN_IMAGE, f"mirror {mirror.url} (from {mirror.origin}); security: {mirror.security_url or 'none'}")
+    for stale in remove_stale_scratch():
+        progress(DEBIAN_IMAGE, f"removed {stale}, left by a build that was killed")
     with _scratch_dir() as scratch:
         root = scratch / "rootfs"
         _run_debootstrap(suite, root, mirror, progress)

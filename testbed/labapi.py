@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .adapters import RenderedFile
-    from .plan import LabPlan
+    from .plan import IPNetwork, LabPlan
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,13 @@ class ManagedLab(LiveLab, Protocol):
 
     progress: Callable[[str], None]
 
-    def up(self, files: dict[str, list[RenderedFile]], data_dirs: dict[str, tuple[str, ...]] | None = None) -> None: ...
+    def create_networks(self, replan: Callable[[list[IPNetwork]], LabPlan]) -> None:
+        """Create the networks (first), moving the plan to free subnets with ``replan`` if needed."""
+        ...
+
+    def up(self, files: dict[str, list[RenderedFile]], data_dirs: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Create and start every host on the networks; return when all are ready."""
+        ...
 
     def cancel(self) -> None: ...
 

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from . import fabric, observe
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
 from .labapi import ManagedLab
+from .owner import owner_labels
 from .model import Topology
 from .plan import IPNetwork, LabPlan, image_of, plan_lab
 from .preflight import check_pools, host_reserved
@@ -118,6 +120,8 @@ def run_plans(
 
     Results come back in the order of ``plans``; ``on_result`` hears of each as it finishes.
     """
+    for plan in plans:
+        plan.labels.update(owner_labels(options.keep))  # whose, and from which process (testbed ps)
     labs = [
         Lab(client, plan, progress=lambda m, p=plan: options.progress(_label(p), m), images=images)
         for plan in plans
@@ -152,10 +156,12 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     result = RunResult(plan, run_dir)
     progress = lab.progress
     try:
+        t = time.monotonic()
+        lab.create_networks(lambda used: _replan(plan, used))
+        plan = result.plan = lab.plan
         files = lab_files(plan)
         write_tree(files, run_dir.path / "config")
         run_dir.write_json("plan.json", plan_to_dict(plan))
-        t = time.monotonic()
         progress(f"bringing up {len(plan.hosts)} containers on {len(plan.segments)} segments")
         lab.up(files, {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()})
         result.timings["bring_up"] = time.monotonic() - t
@@ -180,13 +186,24 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     finally:
         if lab.cancelled or not options.keep:
             t = time.monotonic()
-            _save_container_logs(lab, run_dir)
+            try:
+                _save_container_logs(lab, run_dir)
+            except (TestbedError, docker.errors.DockerException, OSError) as exc:
+                progress(f"could not save the containers' logs: {exc}")  # teardown must still happen
             lab.teardown()
             result.timings["teardown"] = time.monotonic() - t
         else:
             result.kept = True
         run_dir.write_json("result.json", result.to_dict())
     return result
+
+
+def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
+    """The same lab (run id, engine, suite) on subnets clear of ``used`` and of the machine's own."""
+    reserved = [r.network for r in host_reserved()]
+    moved = plan_lab(plan.topology, plan.run_id, plan.caps, used + reserved, suite=plan.suite)
+    moved.labels.update(plan.labels)
+    return moved
 
 
 def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
@@ -263,11 +280,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    # SIGHUP: the terminal went away (a closed window, a dropped ssh session).
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
@@ -279,11 +298,10 @@ def _ignore_interrupts(message: str) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         print(message, flush=True)
 
-    prev_int = signal.signal(signal.SIGINT, handler)
-    prev_term = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, prev_int)
-        signal.signal(signal.SIGTERM, prev_term)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 

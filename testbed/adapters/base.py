@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 #: Written by every adapter with a service; tb-init runs "start" at each boot.
 SERVICE_SCRIPT = "/etc/testbed/service"
+#: Services run without CAP_NET_ADMIN (removed from their bounding set, so no
+#: child gets it back): a compromised or misbehaving daemon cannot add a default
+#: route or undo the lab's sealing. Only tb-init and the testbed's own execs keep it.
+WITHOUT_NET_ADMIN = "setpriv --inh-caps=-net_admin --bounding-set=-net_admin --"
 #: Succeeds once the service answers; tb-init and ``start_command`` poll it.
 READY_SCRIPT = "/etc/testbed/ready"
 LOG_DIR = "/var/log/testbed"
@@ -83,8 +87,8 @@ class HostAdapter:
         return f"sh {SERVICE_SCRIPT} stop"
 
     def start_command(self) -> str:
-        """Start the service and return once it answers."""
-        return f"sh {SERVICE_SCRIPT} start && until sh {READY_SCRIPT}; do sleep 0.05; done"
+        """Start the service (without CAP_NET_ADMIN, as tb-init does) and return once it answers."""
+        return f"{WITHOUT_NET_ADMIN} sh {SERVICE_SCRIPT} start && until sh {READY_SCRIPT}; do sleep 0.05; done"
 
 
 class MtaAdapter(HostAdapter):

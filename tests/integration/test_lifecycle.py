@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,32 @@ def test_down_removes_a_kept_lab(docker_client, labs, tmp_path) -> None:
     res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", kept], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and "removed 8 container(s) and 2 network(s)" in res.stdout
     assert kept not in run_ids(docker_client)
+
+
+def test_a_killed_run_is_orphaned_and_down_all_removes_only_the_callers_labs(docker_client, labs, tmp_path) -> None:
+    from testbed.owner import LABEL_OWNER
+
+    proc, new = start_run(docker_client, tmp_path)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.communicate(timeout=60)
+    [run_id] = new
+    ps = subprocess.run([sys.executable, "-m", "testbed.cli", "ps"], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "COLUMNS": "200"})
+    [row] = [line for line in ps.stdout.splitlines() if run_id in line]
+    assert "orphaned" in row and "relay-bounce" in row
+    # Another user's lab on the same engine: an object with someone else's owner label.
+    other = docker_client.networks.create(f"testbed-other-{run_id}", labels={LABEL_RUN: f"other-{run_id}",
+                                                                            LABEL_OWNER: "someone-else"})
+    try:
+        res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", "--all"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "lab(s) of other users are left" in res.stdout
+        assert run_id not in run_ids(docker_client)
+        assert not docker_client.api.volumes(filters={"label": f"{LABEL_RUN}={run_id}"})["Volumes"]
+        assert f"other-{run_id}" in run_ids(docker_client)
+    finally:
+        other.remove()
 
 
 def test_run_directory_has_the_evidence(labs) -> None:

@@ -113,3 +113,54 @@ def test_a_container_outside_the_lab_cannot_reach_into_it(docker_client, mx_brok
         assert "outsider-probe" not in log and outsider_ip not in log
     finally:
         api.remove_container(outsider["Id"], force=True)
+
+
+NET_ADMIN_BIT = 1 << 12  # CAP_NET_ADMIN in /proc/PID/status's CapBnd
+
+
+@pytest.mark.parametrize(("name", "daemon"), [("mx10", "master"), ("bb-imap", "dovecot"), ("dns", "python3")])
+def test_services_run_without_net_admin(mx_broken, name: str, daemon: str) -> None:
+    """A daemon (and anything it starts) cannot add a default route back or undo the sealing."""
+    host = mx_broken.host(name)
+    pids = host.check_output("pgrep -x %s", daemon).split()
+    assert pids, f"no {daemon} process on {name}"
+    for pid in pids:
+        bounding = int(host.check_output("awk '/^CapBnd/ {print $2}' /proc/%s/status", pid), 16)
+        assert not bounding & NET_ADMIN_BIT, f"{daemon} ({pid}) on {name} may still change the network"
+    # ...while the testbed's own commands (docker exec) keep it, for net.sh on the next start:
+    assert int(host.check_output("awk '/^CapBnd/ {print $2}' /proc/self/status"), 16) & NET_ADMIN_BIT
+
+
+@pytest.mark.parametrize("name", ("relay", "mx20", "mx10", "router"))
+def test_dockers_embedded_dns_answers_nothing(mx_broken, name: str) -> None:
+    res = mx_broken.host(name).run("dig +time=2 +tries=1 @127.0.0.11 mx10.brainbird.nl")
+    assert res.rc != 0 and "connection refused" in res.stdout
+
+
+@pytest.mark.parametrize("name", ("mx20", "mx10", "client"))
+def test_the_bridges_link_local_addresses_are_not_reachable(docker_client, mx_broken, name: str) -> None:
+    """The machine's side of each bridge (fe80::1, and its EUI-64 address) is not part of the lab."""
+    host = mx_broken.host(name)
+    ifname = host.check_output("ip -o -6 addr show to %s | awk '{print $2; exit}'", mx_broken.address(name, "ipv6"))
+    net = mx_broken.plan.segments[mx_broken.plan.hosts[name].interfaces[0].segment].network
+    bridge = docker_client.api.inspect_network(net)["Options"]["com.docker.network.bridge.name"]
+    for target in ("fe80::1", *host_link_locals(bridge)):
+        res = host.run("ping -c 1 -W 1 %s%%%s", target, ifname)
+        assert res.rc != 0, f"{name} reaches {target} on {ifname}"
+    # Neighbour discovery, which needs link-local, still works: the lab's own IPv6 traffic flows.
+    assert host.run("ping -c 1 -W 2 %s", mx_broken.address("dns", "ipv6")).rc == 0
+
+
+def host_link_locals(bridge: str) -> list[str]:
+    """The bridge's link-local addresses as the machine sees them (where the engine is local)."""
+    import subprocess
+
+    res = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", bridge, "scope", "link"],
+                         capture_output=True, text=True)
+    return [line.split()[3].split("/")[0] for line in res.stdout.splitlines()]
+
+
+def test_every_container_has_memory_and_process_limits(docker_client, mx_broken) -> None:
+    for host in mx_broken.plan.hosts.values():
+        config = docker_client.api.inspect_container(host.container)["HostConfig"]
+        assert config["Memory"] > 0 and config["PidsLimit"] and config["PidsLimit"] > 0, host.name

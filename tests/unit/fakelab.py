@@ -143,6 +143,9 @@ class FakeLab:
 
     # --- ManagedLab ---------------------------------------------------------------------
 
+    def create_networks(self, replan) -> None:
+        self.events.append("networks")
+
     def up(self, files: dict[str, list[RenderedFile]], data_dirs: dict[str, tuple[str, ...]] | None = None) -> None:
         self.events.append("up")
         for host, rendered in files.items():

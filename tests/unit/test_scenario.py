@@ -123,8 +123,11 @@ def test_service_steps_run_the_adapters_commands(exim_lab: FakeLab, tmp_path: Pa
     r._dispatch(StopServiceStep(stop_service="mx10"), stop)
     r._dispatch(StartServiceStep(start_service="mx10"), start)
     assert (stop.ok, stop.detail, start.ok, start.detail) == (True, {"output": "stopped"}, True, {"output": "started"})
-    assert exim_lab.commands("mx10") == ["sh /etc/testbed/service stop",
-                                         "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done"]
+    assert exim_lab.commands("mx10") == [
+        "sh /etc/testbed/service stop",
+        "setpriv --inh-caps=-net_admin --bounding-set=-net_admin -- "
+        "sh /etc/testbed/service start && until sh /etc/testbed/ready; do sleep 0.05; done",
+    ]
 
 
 def test_the_fake_lab_refuses_what_nobody_recorded(exim_lab: FakeLab) -> None:
