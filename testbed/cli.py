@@ -331,31 +331,34 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> No
 
 @main.command()
 @click.argument("run_id", required=False)
-@click.option("--all", "everything", is_flag=True, help="Remove every lab of yours (see --everyone).")
+@click.option("--all", "everything", is_flag=True,
+              help="Remove every lab of yours (of your TESTBED_SESSION, when set); see --everyone.")
 @click.option("--everyone", is_flag=True, help="With --all: every user's labs on this engine, not only yours.")
 @_guard
 def down(run_id: str | None, everything: bool, everyone: bool) -> None:
     """Remove a kept or leftover lab (containers, networks and volumes carrying its run label)."""
     from . import fabric
-    from .owner import current_owner
+    from .owner import is_mine, scope_labels
 
     if not run_id and not everything:
         raise click.UsageError("give a RUN_ID (see `testbed ps`) or --all")
     if everyone and not everything:
         raise click.UsageError("--everyone goes with --all")
     client = fabric.connect()
-    owner = None if (everyone or run_id) else current_owner()
-    containers, networks = fabric.teardown(client, None if everything else run_id, owner=owner)
+    scoped = everything and not everyone
+    containers, networks = fabric.teardown(client, None if everything else run_id,
+                                           scope=scope_labels() if scoped else ())
     out.print(f"removed {containers} container(s) and {networks} network(s)")
     if everything:
         from .images import remove_stale_scratch
 
         for stale in remove_stale_scratch():
             out.print(f"removed {stale}, a Debian rootfs left by a killed image build", highlight=False)
-    if owner:
-        others = [r for r, objs in fabric.list_runs(client).items() if objs.labels.get("testbed.owner") != owner]
+    if scoped:
+        others = [r for r, objs in fabric.list_runs(client).items() if not is_mine(objs.labels)]
         if others:
-            out.print(f"{len(others)} lab(s) of other users are left (`testbed down --all --everyone` removes them too)")
+            out.print(f"{len(others)} lab(s) of other users or sessions are left "
+                      "(`testbed down --all --everyone` removes them too)")
 
 
 @main.command()

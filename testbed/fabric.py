@@ -30,7 +30,6 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 from .adapters import RenderedFile
 from .errors import DockerUnavailable, HostDown, LabError
 from .labapi import ExecResult
-from .owner import LABEL_OWNER
 from .plan import (
     LABEL_ADDRESSES,
     LABEL_HOST,
@@ -201,9 +200,12 @@ def list_runs(client: docker.DockerClient) -> dict[str, RunObjects]:
     return runs
 
 
-def teardown(client: docker.DockerClient, run_id: str | None = None, owner: str | None = None) -> tuple[int, int]:
-    """Remove the containers, then the networks and volumes, of one run (or of every run, or every run of ``owner``)."""
-    selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN] + ([f"{LABEL_OWNER}={owner}"] if owner else [])
+def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iterable[str] = ()) -> tuple[int, int]:
+    """Remove the containers, then the networks and volumes, of one run (or of every run within ``scope``).
+
+    ``scope``: extra label filters (``owner.scope_labels``), all of which must match.
+    """
+    selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN, *scope]
     containers = client.api.containers(all=True, filters={"label": selector})
 
     def remove_container(c: dict) -> None:

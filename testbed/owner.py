@@ -18,6 +18,8 @@ from pathlib import Path
 LABEL_OWNER = "testbed.owner"  # user name
 LABEL_PROCESS = "testbed.process"  # machine:pid:start time (pids are reused; the start time is not)
 LABEL_KEEP = "testbed.keep"  # "true": kept on purpose (--keep, testbed up), not an orphan
+LABEL_SESSION = "testbed.session"  # TESTBED_SESSION, when set: a narrower scope than the user
+SESSION_ENV = "TESTBED_SESSION"
 
 
 def current_owner() -> str:
@@ -42,9 +44,25 @@ def process_label(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
 
 
+def current_session() -> str:
+    """TESTBED_SESSION, or "" (a test suite, a CI job or a classroom sets it to keep its labs apart)."""
+    return os.environ.get(SESSION_ENV, "")
+
+
 def owner_labels(keep: bool) -> dict[str, str]:
     """The labels every object of a lab made by this process gets."""
-    return {LABEL_OWNER: current_owner(), LABEL_PROCESS: process_label(), LABEL_KEEP: "true" if keep else "false"}
+    return {LABEL_OWNER: current_owner(), LABEL_SESSION: current_session(), LABEL_PROCESS: process_label(),
+            LABEL_KEEP: "true" if keep else "false"}
+
+
+def scope_labels(everyone: bool = False) -> list[str]:
+    """Docker label filters for "my labs": this user's, and this session's when TESTBED_SESSION is set."""
+    if everyone:
+        return []
+    scope = [f"{LABEL_OWNER}={current_owner()}"]
+    if current_session():
+        scope.append(f"{LABEL_SESSION}={current_session()}")
+    return scope
 
 
 def lab_state(labels: Mapping[str, str]) -> str:
@@ -61,4 +79,7 @@ def lab_state(labels: Mapping[str, str]) -> str:
 
 
 def is_mine(labels: Mapping[str, str]) -> bool:
-    return labels.get(LABEL_OWNER) == current_owner()
+    """Within the caller's scope (see ``scope_labels``)."""
+    if labels.get(LABEL_OWNER) != current_owner():
+        return False
+    return not current_session() or labels.get(LABEL_SESSION) == current_session()

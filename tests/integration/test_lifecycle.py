@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,12 @@ def run_ids(client) -> set[str]:
     return set(fabric.list_runs(client))
 
 
+def made_by(labels: dict, pid: int) -> bool:
+    from testbed.owner import LABEL_PROCESS
+
+    return labels.get(LABEL_PROCESS, "").split(":")[1:2] == [str(pid)]
+
+
 def start_run(docker_client, tmp_path) -> tuple[subprocess.Popen, set[str]]:
     """Start `testbed run relay-bounce` and wait until it has created a container."""
     before = run_ids(docker_client)
@@ -33,7 +40,8 @@ def start_run(docker_client, tmp_path) -> tuple[subprocess.Popen, set[str]]:
     while time.monotonic() < deadline and not new:
         time.sleep(0.2)
         containers = docker_client.api.containers(all=True, filters={"label": LABEL_RUN})
-        new = {c["Labels"][LABEL_RUN] for c in containers} - before
+        # Only this child's runs: other processes may be running labs on the same engine.
+        new = {c["Labels"][LABEL_RUN] for c in containers if made_by(c["Labels"], proc.pid)} - before
     assert new, "the run never created a container"
     return proc, new
 
@@ -57,15 +65,22 @@ def test_down_removes_a_kept_lab(docker_client, labs, tmp_path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    [kept] = run_ids(docker_client) - before
+    [run_dir] = tmp_path.iterdir()
+    kept = json.loads((run_dir / "result.json").read_text())["run_id"]
+    assert kept in run_ids(docker_client) - before
     res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", kept], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and "removed 8 container(s) and 2 network(s)" in res.stdout
     assert kept not in run_ids(docker_client)
 
 
-def test_a_killed_run_is_orphaned_and_down_all_removes_only_the_callers_labs(docker_client, labs, tmp_path) -> None:
+def test_a_killed_run_is_orphaned_and_down_all_removes_only_the_callers_labs(docker_client, labs, tmp_path,
+                                                                           monkeypatch) -> None:
+    import secrets
+
     from testbed.owner import LABEL_OWNER
 
+    # A session of its own: `down --all` must leave this test session's shared labs alone.
+    monkeypatch.setenv("TESTBED_SESSION", "lifecycle-" + secrets.token_hex(4))
     proc, new = start_run(docker_client, tmp_path)
     proc.kill()  # SIGKILL: no cleanup runs
     proc.communicate(timeout=60)
@@ -81,10 +96,12 @@ def test_a_killed_run_is_orphaned_and_down_all_removes_only_the_callers_labs(doc
         res = subprocess.run([sys.executable, "-m", "testbed.cli", "down", "--all"], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "lab(s) of other users are left" in res.stdout
+        assert "lab(s) of other users or sessions are left" in res.stdout
         assert run_id not in run_ids(docker_client)
         assert not docker_client.api.volumes(filters={"label": f"{LABEL_RUN}={run_id}"})["Volumes"]
         assert f"other-{run_id}" in run_ids(docker_client)
+        shared = labs[("mx-routing", "broken")].plan.run_id  # this user's, another session's
+        assert shared in run_ids(docker_client)
     finally:
         other.remove()
 

@@ -35,3 +35,16 @@ def test_kept_labs_other_machines_and_unlabelled_labs() -> None:
     assert lab_state({LABEL_PROCESS: "another-machine:1:1"}) == "elsewhere"
     assert lab_state({}) == "orphaned"
     assert not is_mine({LABEL_OWNER: "someone-else"})
+
+
+def test_testbed_session_narrows_my_labs_to_the_session(monkeypatch) -> None:
+    from testbed.owner import LABEL_SESSION, current_owner, scope_labels
+
+    monkeypatch.delenv("TESTBED_SESSION", raising=False)
+    assert scope_labels() == [f"{LABEL_OWNER}={current_owner()}"] and scope_labels(everyone=True) == []
+    assert is_mine({LABEL_OWNER: current_owner(), LABEL_SESSION: "anything"})
+    monkeypatch.setenv("TESTBED_SESSION", "class-a")
+    assert scope_labels() == [f"{LABEL_OWNER}={current_owner()}", f"{LABEL_SESSION}=class-a"]
+    assert owner_labels(keep=False)[LABEL_SESSION] == "class-a"
+    assert is_mine({LABEL_OWNER: current_owner(), LABEL_SESSION: "class-a"})
+    assert not is_mine({LABEL_OWNER: current_owner(), LABEL_SESSION: ""})
