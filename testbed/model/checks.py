@@ -52,7 +52,7 @@ def _one_of(names: Iterable[str]) -> str:
 
 
 def _unknown(what: str, value: str, names: Iterable[str]) -> str:
-    """E.g. "unknown segment 'v7net', expected one of: core, v6net; did you mean 'v6net'?"."""
+    """E.g. "unknown segment 'v7net', expected one of: core, v6net (did you mean 'v6net'?)"."""
     names = list(names)
     return f"unknown {what} {value!r}, expected {_one_of(names)}{did_you_mean(value, names)}"
 

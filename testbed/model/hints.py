@@ -27,9 +27,9 @@ FREE_TEXT_KEYS = frozenset({"description", "title", "study"})
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """'; did you mean 'software'?' or '' when nothing is close."""
+    """E.g. " (did you mean 'software'?)", or "" when nothing is close."""
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def allowed_keys(loc: tuple[Any, ...], root: Any = Topology) -> list[str]:
