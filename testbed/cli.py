@@ -67,7 +67,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _error(message: str) -> None:
-    console.print(message, style="red", markup=False, highlight=False)
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)  # one line per problem
 
 
 def _progress(label: str, message: str) -> None:

@@ -130,21 +130,12 @@ class _Problem(Exception):
         self.node = node
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing documents nested deeper than MAX_DEPTH."""
+# libyaml's parser when PyYAML has it: the pure-Python one needs seconds per megabyte.
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    def __init__(self, text: str):
-        super().__init__(text)
-        self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _Problem(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+class _Loader(_Base):  # type: ignore[misc, valid-type]
+    """The safe loader; a value Python cannot build is a problem at its node, not a crash."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -154,10 +145,23 @@ class _BoundedLoader(yaml.SafeLoader):
             raise _Problem(f"not valid YAML: {exc}", node.start_mark, node) from None
 
 
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting from the event stream, before the (recursive) composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Base):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Problem(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse_yaml(text: str, name: str = "<string>", top: type | tuple[type, ...] = dict) -> SourceDoc:
-    loader = _BoundedLoader(text)
+    loader = _Loader(text)
     node: yaml.Node | None = None
     try:
+        _check_depth(text)
         node = loader.get_single_node()
         if node is not None:
             _check_nodes(node)

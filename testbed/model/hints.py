@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-import unicodedata
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -85,9 +85,10 @@ def text_problems(data: Any) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     for loc, holder, key, value, is_key in _strings(data):
         free = bool(loc) and loc[-1] in FREE_TEXT_KEYS and not is_key
-        bad = [c for c in value if _forbidden(c, free)]
-        if not bad:
+        found = (_CONTROL_BUT_LINES if free else _CONTROL).search(value)
+        if found is None:
             continue
+        bad = [found.group()]
         out.append((loc, f"contains the control character U+{ord(bad[0]):04X}; "
                          + ("only line breaks and tabs are allowed in free text" if free
                             else "names, addresses and values are single-line text")))
@@ -99,10 +100,13 @@ def text_problems(data: Any) -> list[tuple[Loc, str]]:
     return out
 
 
+# Unicode's control characters (category Cc) and the line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _forbidden(char: str, free_text: bool) -> bool:
-    if free_text and char in "\n\t":
-        return False
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+    return bool((_CONTROL_BUT_LINES if free_text else _CONTROL).match(char))
 
 
 def _strings(data: Any) -> Iterator[tuple[Loc, Any, Any, str, bool]]:

