@@ -10,21 +10,22 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import TestbedError, TopologyError
-from .model import SOFTWARE, SUITES, load_topology, software_everywhere, validate_file, variant_names
-from .source import load_yaml
+from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
+from .source import load_yaml, parse_yaml, read_text
 
 EXIT_FAILED = 1
 EXIT_INPUT = 2
@@ -66,7 +67,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _error(message: str) -> None:
-    console.print(message, style="red", markup=False, highlight=False)
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)  # one line per problem
 
 
 def _progress(label: str, message: str) -> None:
@@ -87,9 +88,9 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"{item!r}: expected PATH=VALUE, e.g. hosts.relay.stack=dual", param_hint="--set")
         path, _, raw = item.partition("=")
         try:
-            overrides[path.strip()] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            overrides[path.strip()] = raw
+            overrides[path.strip()] = parse_yaml(raw, "--set", object).data if raw else ""
+        except TopologyError:
+            overrides[path.strip()] = raw  # not YAML: the text as it is
     return overrides
 
 
@@ -106,7 +107,8 @@ def _topology_path(name_or_path: str) -> Path:
     if candidate.exists():
         return candidate
     known = sorted(p.stem for p in (REPO_ROOT / "topologies").glob("*.yaml"))
-    raise click.BadParameter(f"no topology {name_or_path!r}; known: {', '.join(known)}", param_hint="TOPOLOGY")
+    raise click.BadParameter(f"no topology {name_or_path!r}{did_you_mean(name_or_path, known)}; "
+                             f"known: {', '.join(known)}", param_hint="TOPOLOGY")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,19 +121,29 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 @_guard
 def validate(files: tuple[str, ...]) -> None:
     """Check topology files (every variant); report all problems at once."""
     failed = False
-    for f in files:
+    for f in files:  # a bad file never keeps the others from being checked
         try:
             names = validate_file(f)
-            out.print(f"{f}: ok (variants: {', '.join(names)})", highlight=False)
+            out.print(f"{f}: ok (variants: {', '.join(names)})", highlight=False, markup=False)
         except TopologyError as exc:
             failed = True
             _error(str(exc))
     sys.exit(EXIT_INPUT if failed else 0)
+
+
+def _check_api(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from .plan import EngineCaps
+
+    try:
+        EngineCaps.parse(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected an engine API version such as 1.41 or 1.51") from None
+    return value
 
 
 def _common_topology_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -145,7 +157,7 @@ def _common_topology_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @main.command()
 @click.argument("topology")
 @click.option("--variant", help="Variant to plan (default: the file's base variant).")
-@click.option("--api", default="1.41", show_default=True, help="Engine API version to plan for.")
+@click.option("--api", default="1.41", show_default=True, callback=_check_api, help="Engine API version to plan for.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @_common_topology_options
 @_guard
@@ -160,22 +172,23 @@ def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta,
     if as_json:
         out.print_json(json.dumps(plan_to_dict(lab)))
         return
-    table = Table(title=f"{topo.name} / {topo.variant}", show_lines=False)
+    # Topology strings are text, never markup: Text() keeps "[bold]" in a name as it is.
+    table = Table(title=Text(f"{topo.name} / {topo.variant}"), show_lines=False)
     for col in ("host", "kind", "software", "stack", "addresses", "routes"):
         table.add_column(col)
     for h in lab.hosts.values():
-        table.add_row(
+        table.add_row(*map(Text, (
             h.name, h.kind, h.software, h.stack,
             "\n".join(map(str, h.addresses())),
             "\n".join(f"{r.prefix} via {r.via}" for r in h.routes),
-        )
+        )))
     out.print(table)
     for zone in lab.zones:
         if zone.origin.endswith("arpa."):
             continue
-        out.print(f"[bold]{zone.origin}[/]")
+        out.print(Text(zone.origin, style="bold"))
         for r in zone.records:
-            out.print(f"  {r.name} {r.ttl} {r.type} {r.data}", highlight=False)
+            out.print(f"  {r.name} {r.ttl} {r.type} {r.data}", highlight=False, markup=False)
 
 
 @main.command()
@@ -504,40 +517,65 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
     """
     from . import fabric
     from .adapters.dns import control_command
-    from .dnsserver.rules import parse_rules
-    from .plan import (
-        LABEL_ADDRESSES,
-        LABEL_HOST,
-        LABEL_KIND,
-        rules_with_client_addresses,
-    )
+    from .plan import LABEL_ADDRESSES, LABEL_HOST, LABEL_KIND
 
     if action in ("set", "add") and not rules_file:
         raise click.UsageError(f"`{action}` needs a RULES_FILE (or - for stdin)")
+    if action in ("list", "clear") and rules_file:
+        raise click.UsageError(f"`{action}` takes no RULES_FILE")
+    rules = _read_rules(rules_file, None) if rules_file else None  # checked before Docker is asked
     client = fabric.connect()
     containers = fabric.lab_containers(client, run_id)
     servers = [c for c in containers if (c.get("Labels") or {}).get(LABEL_KIND) == "dns"]
     if not servers:
         raise click.BadParameter(f"no running lab {run_id!r} with a DNS server (see `testbed ps`)", param_hint="RUN_ID")
-    rules = None
     if rules_file:
-        with click.open_file(rules_file) as fh:
-            try:
-                rules = yaml.safe_load(fh.read())
-            except yaml.YAMLError as exc:
-                raise click.BadParameter(f"not YAML or JSON: {exc}", param_hint="RULES_FILE") from None
-        if isinstance(rules, dict) and set(rules) == {"rules"}:
-            rules = rules["rules"]
         hosts = {(c.get("Labels") or {}).get(LABEL_HOST): (c.get("Labels") or {}).get(LABEL_ADDRESSES, "")
                  for c in containers}
-        rules = rules_with_client_addresses(rules, {h: a.split(",") for h, a in hosts.items() if h and a})
-        _, errors = parse_rules(rules, path=Path(rules_file).name)
-        if errors:
-            _error("\n".join(str(e) for e in errors))
-            sys.exit(EXIT_INPUT)
+        rules = _read_rules(rules_file, {h: a.split(",") for h, a in hosts.items() if h and a})
     res = fabric.exec_in(client, servers[0]["Id"], control_command(action, rules))
     out.print((res.stdout + res.stderr).strip(), highlight=False, markup=False)
     sys.exit(0 if res.ok else EXIT_INPUT)
+
+
+def _read_rules(rules_file: str, addresses: dict[str, list[str]] | None) -> Any:
+    """A DNS rule file, checked by the DNS server's parser; every problem at its file:line.
+
+    Without ``addresses`` (before the lab is known) a lab host name stands for
+    any client; with them, each becomes that host's addresses.
+    """
+    from .dnsserver.rules import parse_rules
+    from .model.checks import _parse_rule_path
+    from .plan import rules_with_client_addresses
+    from .source import format_path
+
+    name = "<stdin>" if rules_file == "-" else rules_file
+    text = click.get_text_stream("stdin").read() if rules_file == "-" else read_text(Path(rules_file))
+    doc = parse_yaml(text, name, (dict, list))
+    rules, prefix = doc.data, ()
+    if isinstance(rules, dict) and set(rules) == {"rules"}:
+        rules, prefix = rules["rules"], ("rules",)
+    if addresses is None:
+        addresses = {c: ["ipv4"] for c in _client_names(rules)}
+    checked = rules_with_client_addresses(rules, addresses)
+    _, errors = parse_rules(checked, path="")
+    if errors:
+        raise TopologyError([doc.problem(prefix + _parse_rule_path(e.path), e.message) for e in errors])
+    return checked
+
+
+def _client_names(rules: Any) -> set[str]:
+    """Clients of a rule list written as a lab host name (not ipv4/ipv6, an address or a prefix)."""
+    from .model import NAME_RE
+
+    found = set()
+    for rule in rules if isinstance(rules, list) else []:
+        match = rule.get("match") if isinstance(rule, dict) else None
+        clients = match.get("client") if isinstance(match, dict) else None
+        for c in clients if isinstance(clients, list) else [clients]:
+            if isinstance(c, str) and c not in ("ipv4", "ipv6") and re.fullmatch(NAME_RE, c):
+                found.add(c)
+    return found
 
 
 @main.command()

@@ -15,7 +15,17 @@ from typing import Any
 from .adapters import MailstoreAdapter, adapter_for, mta_adapter
 from .errors import PreflightError
 from .mailbox import imap_dump_command, mailbox_password
-from .model import FAMILIES_OF, Expect, SendSpec, Step, Timing, Topology, reachable_segments
+from .model import (
+    FAMILIES_OF,
+    Expect,
+    SendSpec,
+    Step,
+    Timing,
+    Topology,
+    assign_host_ids,
+    reachable_segments,
+    segments_of,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -26,9 +36,6 @@ LABEL_VARIANT = "testbed.variant"
 LABEL_HOST = "testbed.host"
 LABEL_KIND = "testbed.kind"
 LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed dns` rules by host name
-
-ROUTER_FIRST_ID = 2
-HOST_FIRST_ID = 10
 
 
 @dataclass(frozen=True)
@@ -362,31 +369,15 @@ def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
 
 
 def _host_ids(top: Topology) -> dict[tuple[str, str], int]:
-    """(host, segment) -> host part, pinned or assigned in file order."""
-    ids: dict[tuple[str, str], int] = {}
-    taken: dict[str, set[int]] = {s: set() for s in top.segments}
-    for name, host in top.hosts.items():
-        for seg in _segments_of(top, name):
-            if host.id is not None:
-                ids[(name, seg)] = host.id
-                taken[seg].add(host.id)
-    for name, host in top.hosts.items():
-        for seg in _segments_of(top, name):
-            if (name, seg) in ids:
-                continue
-            n = ROUTER_FIRST_ID if host.kind == "router" else HOST_FIRST_ID
-            while n in taken[seg]:
-                n += 1
-            if n > 127:
-                raise PreflightError(f"segment {seg} has more hosts than the planner can number (2..127)")
-            ids[(name, seg)] = n
-            taken[seg].add(n)
+    """(host, segment) -> host part, pinned or assigned in file order (validation saw that all fit)."""
+    ids, problems = assign_host_ids(top)
+    if problems:
+        raise PreflightError("; ".join(message for _, message in problems))
     return ids
 
 
 def _segments_of(top: Topology, host: str) -> list[str]:
-    h = top.hosts[host]
-    return list(h.segments or []) if h.kind == "router" else [h.segment] if h.segment else []
+    return segments_of(top, host)
 
 
 def _v6_host(net: ipaddress.IPv6Network, host_id: int) -> ipaddress.IPv6Address:

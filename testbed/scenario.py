@@ -206,7 +206,7 @@ class ScenarioRunner:
 
     def settle(self, timeout: float | None, record: StepRecord) -> None:
         timing = self.plan.timing
-        timeout = timeout or timing.settle_timeout
+        timeout = timing.settle_timeout if timeout is None else timeout
         hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .events import MailboxMessage, QueueEntry
-from .model import DnsExpect, LogExpect, MailboxExpect, MessageExpect, QueueExpect
+from .model import DnsExpect, LogExpect, MailboxExpect, MessageExpect, QueueExpect, compile_log_pattern
 from .plan import LabPlan
 from .track import History, dsn_in_mailbox
 
@@ -190,7 +189,7 @@ def _queue(plan: LabPlan, obs: Observation, exp: QueueExpect) -> tuple[list[str]
 def _log(plan: LabPlan, obs: Observation, exp: LogExpect) -> tuple[list[str], list[str]]:
     check = exp.log
     text = obs.logs.get(check.host, "")
-    match = re.search(check.pattern, text, re.MULTILINE)
+    match = compile_log_pattern(check.pattern).search(text)
     if bool(match) != check.present:
         return [f"{check.host} log {'lacks' if check.present else 'contains'} /{check.pattern}/"], []
     return [], [f"{check.host}: {match.group(0)!r}" if match else f"{check.host}: no /{check.pattern}/"]

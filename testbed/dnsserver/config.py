@@ -224,6 +224,14 @@ def _parse_record(raw: Any, origin: str, zone_ttl: int, path: str,
     return rrs[0]
 
 
+def record_problems(name: str, rtype: str, data: str) -> list[str]:
+    """Why the server would refuse one record (name, type, master-file data), as messages."""
+    problems: list[Problem] = []
+    _parse_record({"name": normalise(name) if isinstance(name, str) else name, "type": rtype, "data": data},
+                  ".", DEFAULT_TTL, "", problems)
+    return [p.message for p in problems]
+
+
 def _rdata_problem(rtype: str, data: str) -> str | None:
     if any(c in data for c in "\n\r;()"):
         # These would change how dnslib's master-file parser reads the line.

@@ -30,7 +30,7 @@ def name_problem(name: object, *, allow_wildcard: bool = False) -> str | None:
     if len(name) > 254:
         return f"{name!r} is longer than 253 characters"
     for label in name[:-1].split("."):
-        if not _LABEL_RE.match(label) or (not allow_wildcard and "*" in label):
+        if not _LABEL_RE.fullmatch(label) or (not allow_wildcard and "*" in label):
             return f"{name!r} has an invalid label {label!r}"
     return None
 

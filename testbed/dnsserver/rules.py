@@ -18,7 +18,7 @@ import fnmatch
 import ipaddress
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,7 +210,9 @@ def parse_rules(raw: Any, path: str = "rules", *, start: int = 0,
         raw = raw["rules"]
     if not isinstance(raw, list):
         return [], [RuleError(path, f"must be a list of rules, got {type(raw).__name__}")]
-    used: dict[str, str] = {n: "an active rule" for n in taken}
+    used = _Names()
+    for n in taken:
+        used[n] = "an active rule"
     rules: list[Rule] = []
     for i, item in enumerate(raw):
         ipath = join(path, i)
@@ -228,15 +230,33 @@ def parse_rules(raw: Any, path: str = "rules", *, start: int = 0,
     return (rules if not errors else []), errors
 
 
+class _Names(dict[str, str]):
+    """Rule names in use (name -> where), plus the 'x' of every preset name 'x/a', for constant-time lookups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefixes: set[str] = set()
+        #: Per default name, the suffix to try next (so 20,000 presets are not numbered in quadratic time).
+        self.next_suffix: dict[str, int] = {}
+
+    def __setitem__(self, name: str, where: str) -> None:
+        super().__setitem__(name, where)
+        parts = name.split("/")
+        self.prefixes.update("/".join(parts[:i]) for i in range(1, len(parts)))
+
+    def taken(self, name: str) -> bool:
+        return name in self or name in self.prefixes
+
+
 def _parse_rule(raw: Any, path: str, position: int, errors: list[RuleError],
-                preset: str | None = None, used: dict[str, str] | None = None) -> Rule | None:
+                preset: str | None = None, used: _Names | None = None) -> Rule | None:
     if not isinstance(raw, dict):
         errors.append(RuleError(path, "must be a mapping with match and action (or a preset)"))
         return None
     before = len(errors)
     _unknown(raw, _RULE_KEYS | _LIST_KEYS, path, errors, hint="a preset needs 'preset: NAME'")
     name = _parse_name(raw.get("name"), join(path, "name"), errors,
-                       _free_name(f"rule-{position + 1}", used or {}))
+                       lambda: _free_name(f"rule-{position + 1}", used if used is not None else _Names()))
     match = _parse_match(raw.get("match", {}), join(path, "match"), errors)
     if "action" not in raw:
         errors.append(RuleError(join(path, "action"), "is missing (what should the rule do?)"))
@@ -252,7 +272,7 @@ def _parse_rule(raw: Any, path: str, position: int, errors: list[RuleError],
 
 
 def _parse_preset(raw: dict[str, Any], path: str, position: int,
-                  errors: list[RuleError], used: dict[str, str]) -> list[Rule]:
+                  errors: list[RuleError], used: _Names) -> list[Rule]:
     pname = raw.get("preset")
     preset = PRESETS.get(pname) if isinstance(pname, str) else None
     if preset is None:
@@ -263,7 +283,7 @@ def _parse_preset(raw: dict[str, Any], path: str, position: int,
     _unknown(raw, _PRESET_KEYS | set(preset.params), path, errors,
              hint=f"preset {preset.name} takes {', '.join(preset.params) or 'no parameters'}")
     name = _parse_name(raw.get("name"), join(path, "name"), errors,
-                       _free_name(preset.name, used))
+                       lambda: _free_name(preset.name, used))
     match = raw.get("match", {})
     if not isinstance(match, dict):
         errors.append(RuleError(join(path, "match"), "must be a mapping"))
@@ -291,24 +311,25 @@ def _parse_preset(raw: dict[str, Any], path: str, position: int,
     return rules if not found else []
 
 
-def _parse_name(raw: Any, path: str, errors: list[RuleError], default: str) -> str:
+def _parse_name(raw: Any, path: str, errors: list[RuleError], default: Callable[[], str]) -> str:
     if raw is None:
-        return default
-    if not isinstance(raw, str) or not _NAME_RE.match(raw):
+        return default()
+    if not isinstance(raw, str) or not _NAME_RE.fullmatch(raw):
         errors.append(RuleError(path, f"{raw!r} is not a valid rule name (letters, digits, "
                                       "'-', '_', '.', '/', up to 63 characters)"))
-        return default
+        return default()
     return raw
 
 
-def _free_name(base: str, used: dict[str, str]) -> str:
+def _free_name(base: str, used: _Names) -> str:
     """A default name not yet taken (nor as the prefix of a preset's 'x/a' names)."""
-    def taken(n: str) -> bool:
-        return any(u == n or u.startswith(n + "/") for u in used)
-    name, k = base, 2
-    while taken(name):
-        name, k = f"{base}-{k}", k + 1
-    return name
+    if not used.taken(base):
+        return base
+    k = used.next_suffix.get(base, 2)
+    while used.taken(f"{base}-{k}"):
+        k += 1
+    used.next_suffix[base] = k + 1
+    return f"{base}-{k}"
 
 
 def _as_list(raw: Any) -> list[Any]:

@@ -7,7 +7,8 @@ from here; the split is for readers, not for callers.
 
 from __future__ import annotations
 
-from .checks import Loc, check_references, reachable_segments
+from .checks import Loc, assign_host_ids, check_references, reachable_segments, segments_of
+from .hints import did_you_mean
 from .load import (
     deep_merge,
     load_topology,
@@ -24,8 +25,11 @@ from .schema import __all__ as _schema_names
 __all__ = [
     *_schema_names,
     "Loc",
+    "assign_host_ids",
+    "segments_of",
     "check_references",
     "deep_merge",
+    "did_you_mean",
     "load_topology",
     "mta_host_names",
     "reachable_segments",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .schema import (
@@ -25,6 +26,7 @@ from .schema import (
     StopStep,
     Topology,
 )
+from .hints import did_you_mean
 
 # --- cross-reference checks ------------------------------------------------
 
@@ -35,6 +37,7 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     """Everything the schema cannot see: names, families, reachability."""
     out: list[tuple[Loc, str]] = []
     out += _check_hosts(top)
+    out += _check_addresses(top)
     out += _check_domains(top)
     out += _check_dns(top)
     out += _check_dns_rules(top)
@@ -48,6 +51,12 @@ def _one_of(names: Iterable[str]) -> str:
     return "one of: " + ", ".join(names) if names else "one, but the topology defines none"
 
 
+def _unknown(what: str, value: str, names: Iterable[str]) -> str:
+    """E.g. "unknown segment 'v7net', expected one of: core, v6net (did you mean 'v6net'?)"."""
+    names = list(names)
+    return f"unknown {what} {value!r}, expected {_one_of(names)}{did_you_mean(value, names)}"
+
+
 def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     used_ids: dict[tuple[str, int], str] = {}
@@ -55,7 +64,8 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
         loc: Loc = ("hosts", name)
         allowed = SOFTWARE[host.kind]
         if host.software and host.software not in allowed:
-            out.append((loc + ("software",), f"{host.kind} hosts run {_one_of(allowed)}"))
+            out.append((loc + ("software",), f"{host.kind} hosts run {_one_of(allowed)}"
+                                             + did_you_mean(host.software, allowed)))
         if host.kind == "router":
             if host.segment:
                 out.append((loc + ("segment",), "a router lists its networks under 'segments'"))
@@ -64,10 +74,12 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("segments",), "a router joins at least two segments"))
             for i, seg in enumerate(segs):
                 if seg not in top.segments:
-                    out.append((loc + ("segments", i), f"unknown segment {seg!r}, expected {_one_of(top.segments)}"))
+                    out.append((loc + ("segments", i), _unknown("segment", seg, top.segments)))
+                elif seg in segs[:i]:
+                    out.append((loc + ("segments", i), f"segment {seg!r} is listed twice"))
             if host.stack and host.stack != "dual":
                 out.append((loc + ("stack",), "routers forward both families; leave 'stack' out"))
-            member_segments = segs
+            member_segments = list(dict.fromkeys(segs))
         else:
             if host.segments:
                 out.append((loc + ("segments",), "only routers join several segments; use 'segment'"))
@@ -75,7 +87,7 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("segment",), "required key is missing"))
                 continue
             if host.segment not in top.segments:
-                out.append((loc + ("segment",), f"unknown segment {host.segment!r}, expected {_one_of(top.segments)}"))
+                out.append((loc + ("segment",), _unknown("segment", host.segment, top.segments)))
                 continue
             family = top.segments[host.segment].family
             stack = top.host_stack(name)
@@ -84,6 +96,8 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
             member_segments = [host.segment]
         if host.id is not None:
             for seg in member_segments:
+                if seg not in top.segments:
+                    continue
                 other = used_ids.get((seg, host.id))
                 if other:
                     out.append((loc + ("id",), f"id {host.id} is already used by {other} on segment {seg}"))
@@ -102,25 +116,127 @@ def _check_hosts(top: Topology) -> list[tuple[Loc, str]]:
     return out
 
 
+ROUTER_FIRST_ID = 2
+HOST_FIRST_ID = 10
+LAST_ID = 127
+
+
+def _last_id(top: Topology, segment: str) -> int:
+    """The highest host part a segment has room for: on a pinned /25, .127 is the broadcast address."""
+    seg = top.segments.get(segment)
+    if seg is not None and seg.subnet_v4 is not None and seg.subnet_v4.prefixlen == 25:
+        return LAST_ID - 1
+    return LAST_ID
+
+
+def segments_of(top: Topology, host: str) -> list[str]:
+    """The segments a host joins, each once."""
+    h = top.hosts[host]
+    return list(dict.fromkeys(h.segments or [])) if h.kind == "router" else [h.segment] if h.segment else []
+
+
+def assign_host_ids(top: Topology) -> tuple[dict[tuple[str, str], int], list[tuple[Loc, str]]]:
+    """(host, segment) -> host part, pinned or assigned in file order (routers from 2, others from 10).
+
+    The planner numbers hosts with this; the problems say where a segment runs out of numbers.
+    """
+    ids: dict[tuple[str, str], int] = {}
+    taken: dict[str, set[int]] = {s: set() for s in top.segments}
+    problems: list[tuple[Loc, str]] = []
+    for name, host in top.hosts.items():
+        for seg in segments_of(top, name):
+            if host.id is not None and seg in taken:
+                ids[(name, seg)] = host.id
+                taken[seg].add(host.id)
+                if host.id > _last_id(top, seg):
+                    problems.append((("hosts", name, "id"), (
+                        f"id {host.id} is the broadcast address of segment {seg}'s /25 subnet; "
+                        f"use 2..{_last_id(top, seg)}")))
+    full: set[str] = set()
+    for name, host in top.hosts.items():
+        for seg in segments_of(top, name):
+            if (name, seg) in ids or seg not in taken:
+                continue
+            n = ROUTER_FIRST_ID if host.kind == "router" else HOST_FIRST_ID
+            while n in taken[seg]:
+                n += 1
+            if n > _last_id(top, seg):
+                if seg not in full:
+                    full.add(seg)
+                    problems.append((("hosts", name), (
+                        f"segment {seg} has no host number left for {name} (routers get 2.., other hosts "
+                        f"{HOST_FIRST_ID}..{_last_id(top, seg)}); pin ids or split the segment")))
+                continue
+            ids[(name, seg)] = n
+            taken[seg].add(n)
+    return ids, problems
+
+
+def _check_addresses(top: Topology) -> list[tuple[Loc, str]]:
+    """Pinned subnets apart from each other, room in the pools, a host number for every host."""
+    out: list[tuple[Loc, str]] = []
+    pinned: list[tuple[str, str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = [
+        (name, key, net)
+        for name, seg in top.segments.items()
+        for key, net in (("subnet_v4", seg.subnet_v4), ("subnet_v6", seg.subnet_v6))
+        if net is not None
+    ]
+    for i, (name, key, net) in enumerate(pinned):
+        for other, okey, onet in pinned[:i]:
+            if net.version == onet.version and net.overlaps(onet):
+                out.append((("segments", name, key), f"{net} overlaps {onet}, the subnet of segment {other}"))
+    need = sum(1 for seg in top.segments.values() if not (seg.subnet_v4 and seg.subnet_v6))
+    free = _free_slots(top, [net for _, _, net in pinned], need)
+    if free < need:
+        out.append((("pools",), (
+            f"the pools {top.pools.ipv4} and {top.pools.ipv6} have room for {free} segment(s) "
+            f"besides the pinned subnets, and {need} need subnets from them; choose larger pools")))
+    out += assign_host_ids(top)[1]
+    return out
+
+
+def _free_slots(top: Topology, pinned: list[Any], need: int) -> int:
+    """How many (/24, /64) slots of the pools are clear of the pinned subnets, counting up to ``need``.
+
+    Slot i is the i-th /24 of the IPv4 pool and the i-th /64 (of the i-th /48
+    when the pool is a /48 or larger) of the IPv6 pool; slot 0 is never used.
+    """
+    pool4, pool6 = top.pools.ipv4, top.pools.ipv6
+    step6 = 48 if pool6.prefixlen <= 48 else 64
+    slots = min(2 ** (24 - pool4.prefixlen), 2 ** (step6 - pool6.prefixlen))
+    found = 0
+    for i in range(1, slots):
+        if found >= need:
+            break
+        net4 = ipaddress.ip_network((int(pool4.network_address) + (i << 8), 24))
+        net6 = ipaddress.ip_network((int(pool6.network_address) + (i << (128 - step6)), 64))
+        if not any(p.overlaps(net4 if p.version == 4 else net6) for p in pinned):
+            found += 1
+    return found
+
+
 def _check_domains(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     stores = set(top.hosts_of_kind("mailstore"))
     mtas = set(top.hosts_of_kind("mta"))
     for dname, dom in top.domains.items():
         loc: Loc = ("domains", dname)
-        if not FQDN_RE.match(dname):
+        if not isinstance(dname, str) or not FQDN_RE.fullmatch(dname):
             out.append((loc, "expected a domain name such as example.net"))
         for host in dom.mx:
             if host not in mtas:
-                out.append((loc + ("mx", host), f"MX hosts must be mta hosts, expected {_one_of(mtas)}"))
+                out.append((loc + ("mx", host), f"MX hosts must be mta hosts: {_unknown('mta host', host, mtas)}"))
         if dom.relay and dom.relay not in mtas:
-            out.append((loc + ("relay",), f"unknown mta host {dom.relay!r}, expected {_one_of(mtas)}"))
+            out.append((loc + ("relay",), _unknown("mta host", dom.relay, mtas)))
         if dom.mailbox_host and dom.mailbox_host not in mtas:
-            out.append((loc + ("mailbox_host",), f"expected an mta host, {_one_of(mtas)}"))
+            out.append((loc + ("mailbox_host",), _unknown("mta host", dom.mailbox_host, mtas)))
         if dom.mailboxes and not dom.mx and not dom.mailbox_host:
             out.append((loc + ("mx",), "a domain with mailboxes needs an MX host"))
         if dom.mailstore and dom.mailstore not in stores:
-            out.append((loc + ("mailstore",), f"expected a mailstore host, {_one_of(stores)}"))
+            out.append((loc + ("mailstore",), _unknown("mailstore host", dom.mailstore, stores)))
+        for i, user in enumerate(dom.mailboxes):
+            if user in dom.mailboxes[:i]:
+                out.append((loc + ("mailboxes", i), f"mailbox {user!r} is listed twice"))
         final = top.mailbox_host(dname)
         if dom.mailboxes and not dom.mailstore and final in mtas and top.software_of(final) not in SELF_STORING:
             out.append((
@@ -136,7 +252,7 @@ def _check_dns(top: Topology) -> list[tuple[Loc, str]]:
     servers = top.hosts_of_kind("dns")
     server = top.dns_server()
     if top.dns.server and top.dns.server not in servers:
-        out.append((("dns", "server"), f"expected a dns host, {_one_of(servers)}"))
+        out.append((("dns", "server"), _unknown("dns host", top.dns.server, servers)))
         return out
     if server is None:
         if not servers:
@@ -234,26 +350,26 @@ def _check_scenario(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("send", "id"), f"message id {spec.id!r} is used twice"))
             seen_ids.add(spec.id)
             if spec.via not in mtas:
-                out.append((loc + ("send", "via"), f"expected an mta host, {_one_of(mtas)}"))
+                out.append((loc + ("send", "via"), _unknown("mta host", spec.via, mtas)))
             if spec.client is None and len(clients) != 1:
                 out.append((loc + ("send", "client"), f"name the sending client, {_one_of(clients)}"))
             elif spec.client is not None and spec.client not in clients:
-                out.append((loc + ("send", "client"), f"expected a client host, {_one_of(clients)}"))
+                out.append((loc + ("send", "client"), _unknown("client host", spec.client, clients)))
         elif isinstance(step, StopStep | StartStep):
             host = step.stop if isinstance(step, StopStep) else step.start
             key = "stop" if isinstance(step, StopStep) else "start"
             if host not in top.hosts:
-                out.append((loc + (key,), f"unknown host {host!r}, expected {_one_of(top.hosts)}"))
+                out.append((loc + (key,), _unknown("host", host, top.hosts)))
         elif isinstance(step, StopServiceStep | StartServiceStep):
             key = "stop_service" if isinstance(step, StopServiceStep) else "start_service"
             host = getattr(step, key)
             services = {n for n, h in top.hosts.items() if h.kind in ("mta", "mailstore", "dns")}
             if host not in services:
-                out.append((loc + (key,), f"expected a host with a service, {_one_of(services)}"))
+                out.append((loc + (key,), _unknown("host with a service", host, services)))
         elif isinstance(step, FlushStep) and step.flush != "all":
             for j, host in enumerate(step.flush):
                 if host not in mtas:
-                    out.append((loc + ("flush", j), f"expected an mta host, {_one_of(mtas)}"))
+                    out.append((loc + ("flush", j), _unknown("mta host", host, mtas)))
     return out
 
 
@@ -265,7 +381,7 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
         loc: Loc = ("expect", i)
         for host in exp.when:
             if host not in hosts:
-                out.append((loc + ("when", host), f"unknown host, expected {_one_of(hosts)}"))
+                out.append((loc + ("when", host), _unknown("host", host, hosts)))
         refs: list[tuple[Loc, str | None]] = []
         hostrefs: list[tuple[Loc, str | None]] = []
         if isinstance(exp, MessageExpect):
@@ -288,8 +404,9 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
             hostrefs.append((loc + ("dns", "client"), exp.dns.client))
         for where, ref in refs:
             if ref is not None and ref not in messages:
-                out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"))
+                out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"
+                                   + did_you_mean(ref, messages)))
         for where, ref in hostrefs:
             if ref is not None and ref not in hosts:
-                out.append((where, f"unknown host {ref!r}, expected {_one_of(hosts)}"))
+                out.append((where, _unknown("host", ref, hosts)))
     return out

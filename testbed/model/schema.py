@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
+import re2
+
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -15,6 +19,7 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
+    model_validator,
 )
 
 from .. import adapters
@@ -31,29 +36,82 @@ SOFTWARE: dict[str, tuple[str, ...]] = adapters.software_by_kind()
 #: MTAs that can keep mailboxes themselves (Postfix's virtual delivery to Maildir).
 SELF_STORING = adapters.self_storing()
 
+# Python's "$" also matches before a final newline: every pattern here is used
+# with fullmatch (pydantic's patterns run on Rust's regex, where "$" is the end).
 NAME_RE = r"^[a-z][a-z0-9-]{0,19}$"
-FQDN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-ADDRESS_RE = re.compile(r"^[A-Za-z0-9._%+-]+@([a-z0-9-]+\.)+[a-z]{2,63}$")
+FQDN_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+#: A local part: starts with a letter or digit (no "-rf"), no empty dot-separated part (no "..").
+LOCAL_PART_RE = re.compile(r"[a-z0-9][a-z0-9_+-]*(\.[a-z0-9_+-]+)*")
+ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_%+-]*(\.[A-Za-z0-9_%+-]+)*@([a-z0-9-]+\.)+[a-z]{2,63}")
+#: A DNS owner name of a record override: letters, digits, "-" and "_" (e.g. _dmarc), absolute or not.
+DNS_NAME_RE = re.compile(r"(?=.{1,253}\.?\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                         r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+#: The longest duration: mail timing is compressed to seconds and minutes, never days.
+MAX_DURATION_S = 86400.0
+#: DNS TTLs are 31-bit (RFC 2181 section 8).
+MAX_TTL = 2**31 - 1
 
 
 def _duration(value: Any) -> Any:
-    """Accept 10, 10s, 500ms, 3m, 1h; return seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 10s, 500ms or 3m")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
+    """Accept 10, 10s, 500ms, 3m, 1h; return seconds (finite, at most a day)."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError("expected a duration such as 10s, 500ms or 3m")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None or math.isnan(seconds):
+        raise ValueError("expected a duration such as 10s, 500ms or 3m")
+    if not 0 <= seconds <= MAX_DURATION_S:
+        raise ValueError(f"expected a duration from 0 to 1 day ({MAX_DURATION_S:.0f} s)")
+    return seconds
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+Duration = Annotated[float, BeforeValidator(_duration)]
 Name = Annotated[str, Field(pattern=NAME_RE)]
+
+#: Address ranges no lab segment may use: packets to them never reach a lab host.
+SPECIAL_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.ip_network(net), what) for net, what in (
+        ("0.0.0.0/8", "'this network'"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved and broadcast"),
+        ("::/8", "unspecified, loopback and IPv4-mapped"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    )
+)
+
+
+def _not_special(net: Any) -> Any:
+    if isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        for special, what in SPECIAL_NETWORKS:
+            if special.version == net.version and net.overlaps(special):
+                raise ValueError(f"{net} overlaps {special} ({what}), which a lab cannot use")
+    return net
+
+
+def _regex(value: str) -> str:
+    """A pattern RE2 accepts: matching takes linear time, so no pattern can hang a verdict."""
+    try:
+        compile_log_pattern(value)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"not a regular expression RE2 accepts: {reason}") from None
+    return value
+
+
+def compile_log_pattern(pattern: str) -> Any:
+    """A log expectation's pattern, compiled by RE2 (multi-line: ^ and $ match at each line)."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile("(?m)" + pattern, options=options)
 
 
 class Strict(BaseModel):
@@ -71,14 +129,14 @@ class Pools(Strict):
     def _v4_room(cls, net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
         if net.prefixlen > 24:
             raise ValueError("the IPv4 pool must be a /24 or larger")
-        return net
+        return _not_special(net)
 
     @field_validator("ipv6")
     @classmethod
     def _v6_room(cls, net: ipaddress.IPv6Network) -> ipaddress.IPv6Network:
         if net.prefixlen > 64:
             raise ValueError("the IPv6 pool must be a /64 or larger")
-        return net
+        return _not_special(net)
 
 
 class Timing(Strict):
@@ -89,7 +147,7 @@ class Timing(Strict):
     queue_lifetime: Duration = 180.0
     bounce_lifetime: Duration = 180.0
     connect_timeout: Duration = 2.0
-    settle_timeout: Duration = 120.0
+    settle_timeout: Annotated[Duration, Field(gt=0)] = 120.0
     settle_quiet: Duration = 1.0
 
 
@@ -104,14 +162,14 @@ class Segment(Strict):
     def _v4_size(cls, net: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network | None:
         if net is not None and net.prefixlen > 25:
             raise ValueError("a segment needs at least a /25")
-        return net
+        return _not_special(net)
 
     @field_validator("subnet_v6")
     @classmethod
     def _v6_size(cls, net: ipaddress.IPv6Network | None) -> ipaddress.IPv6Network | None:
         if net is not None and net.prefixlen > 64:
             raise ValueError("a segment needs at least a /64")
-        return net
+        return _not_special(net)
 
 
 class Host(Strict):
@@ -127,14 +185,27 @@ class Host(Strict):
     @field_validator("fqdn")
     @classmethod
     def _fqdn(cls, value: str | None) -> str | None:
-        if value is not None and not FQDN_RE.match(value.rstrip(".")):
+        if value is not None and not FQDN_RE.fullmatch(value.removesuffix(".")):
             raise ValueError("expected a fully qualified lower-case name such as mx10.example.net")
-        return value.rstrip(".") if value else value
+        return value.removesuffix(".") if value else value
+
+
+def _local_part(value: str) -> str:
+    if not LOCAL_PART_RE.fullmatch(value):
+        raise ValueError("expected a mailbox name such as user or first.last (letters, digits, '.', '_', "
+                         "'+', '-'; starting with a letter or digit, no '..')")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    if not DNS_NAME_RE.fullmatch(value):
+        raise ValueError("expected a DNS name such as mx10.example.net (letters, digits, '-', '_')")
+    return value
 
 
 class Domain(Strict):
-    mx: dict[Name, int] = Field(default_factory=dict)
-    mailboxes: list[Annotated[str, Field(pattern=r"^[a-z0-9._+-]+$")]] = Field(default_factory=list)
+    mx: dict[Name, Annotated[int, Field(strict=True)]] = Field(default_factory=dict)
+    mailboxes: list[Annotated[str, AfterValidator(_local_part)]] = Field(default_factory=list)
     mailbox_host: Name | None = None
     #: A Dovecot host holding the mailboxes; the mailbox host delivers to it over LMTP.
     mailstore: Name | None = None
@@ -149,21 +220,34 @@ class Domain(Strict):
         return mx
 
 
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+
+
 class DnsRecord(Strict):
-    name: str
+    name: DnsName
     type: Literal["A", "AAAA", "MX", "PTR", "CNAME", "TXT", "NS"]
     data: str
-    ttl: int | None = Field(None, ge=0)
+    ttl: int | None = Field(None, ge=0, le=MAX_TTL)
+
+    @model_validator(mode="after")
+    def _as_the_server_reads_it(self) -> DnsRecord:
+        """The lab DNS server's own record parser decides, so the file fails as the server would."""
+        from ..dnsserver.config import record_problems
+
+        problems = record_problems(self.name, self.type, self.data)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class DnsOmit(Strict):
-    name: str
+    name: DnsName
     type: Literal["A", "AAAA", "MX", "PTR", "CNAME", "TXT", "NS"] | None = None
 
 
 class DnsSettings(Strict):
     server: Name | None = None
-    ttl: int = Field(60, ge=0)
+    ttl: int = Field(60, ge=0, le=MAX_TTL)
     records: list[DnsRecord] = Field(default_factory=list)
     omit: list[DnsOmit] = Field(default_factory=list)
     rules: list[dict[str, Any]] = Field(default_factory=list)
@@ -189,7 +273,7 @@ class SendSpec(Strict):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if not ADDRESS_RE.match(value):
+        if not ADDRESS_RE.fullmatch(value):
             raise ValueError("expected an address such as user@example.net")
         return value
 
@@ -199,13 +283,14 @@ class SendSpec(Strict):
         if not value:
             raise ValueError("expected at least one recipient")
         for rcpt in value:
-            if not ADDRESS_RE.match(rcpt):
+            if not ADDRESS_RE.fullmatch(rcpt):
                 raise ValueError(f"expected addresses such as user@example.net, got {rcpt!r}")
         return value
 
 
 class SettleSpec(Strict):
-    timeout: Duration | None = None
+    #: None: the topology's timing.settle_timeout (0 is not "the default": it is refused).
+    timeout: Annotated[Duration, Field(gt=0)] | None = None
 
 
 class SendStep(Strict):
@@ -381,11 +466,7 @@ class LogCheck(Strict):
     @field_validator("pattern")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return _regex(value)
 
 
 class LogExpect(Expectation):
@@ -479,6 +560,12 @@ __all__ = [
     "NAME_RE",
     "FQDN_RE",
     "ADDRESS_RE",
+    "LOCAL_PART_RE",
+    "DNS_NAME_RE",
+    "MAX_DURATION_S",
+    "MAX_TTL",
+    "SPECIAL_NETWORKS",
+    "compile_log_pattern",
     "Duration",
     "Name",
     "Strict",

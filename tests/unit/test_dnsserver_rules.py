@@ -210,25 +210,31 @@ def timed(port: int, name: str, qtype: str, **kw: Any) -> tuple[float, DNSRecord
 def test_delay(server: LabDNSServer, tcp: bool) -> None:
     set_ok(server, [{"name": "slow", "match": {"name": "mx10.brainbird.nl.", "type": "AAAA"},
                      "action": {"delay_ms": 120}}])
+    # Never early; how close to 120 ms is the benchmark's business (scripts/bench_dns_delay.py).
     ms, r = timed(server.port, "mx10.brainbird.nl.", "AAAA", tcp=tcp)
-    assert 119 <= ms < 200 and answers(r) == [("mx10.brainbird.nl.", "AAAA", "2001:db8:1::10")]
-    ms, r = timed(server.port, "mx10.brainbird.nl.", "A", tcp=tcp)
-    assert ms < 60
+    assert ms >= 119 and answers(r) == [("mx10.brainbird.nl.", "AAAA", "2001:db8:1::10")]
+    _, r = timed(server.port, "mx10.brainbird.nl.", "A", tcp=tcp)
+    assert r.rr
     server.log.sync()
-    line = [x for x in read_log(server.log_path) if x["rule"] == "slow"][0]
-    assert line["requested_delay_ms"] == 120 and 120 <= line["delay_ms"] < 125
+    lines = read_log(server.log_path)
+    line = [x for x in lines if x["rule"] == "slow"][0]
+    assert line["requested_delay_ms"] == 120 and line["delay_ms"] >= 120
+    undelayed = [x for x in lines if x["type"] == "A"][0]
+    assert undelayed["rule"] is None and "requested_delay_ms" not in undelayed
 
 
 def test_delays_do_not_block_other_queries(server: LabDNSServer) -> None:
-    set_ok(server, [{"match": {"name": "mx10.brainbird.nl."}, "action": {"delay_ms": 400}}])
+    # An order, not a speed: the other query is answered while the delayed one is still
+    # waiting. The delay is long enough that only a hung server would fail this.
+    set_ok(server, [{"match": {"name": "mx10.brainbird.nl."}, "action": {"delay_ms": 2000}}])
     done: list[float] = []
-    t = threading.Thread(target=lambda: done.append(timed(server.port, "mx10.brainbird.nl.", "A")[0]))
+    t = threading.Thread(target=lambda: done.append(timed(server.port, "mx10.brainbird.nl.", "A", timeout=10)[0]))
     t.start()
     time.sleep(0.02)
-    ms, r = timed(server.port, "mx30.brainbird.nl.", "A")
-    assert ms < 100 and not done
+    _, r = timed(server.port, "mx30.brainbird.nl.", "A")
+    assert r.rr and not done
     t.join()
-    assert done[0] >= 399
+    assert done[0] >= 1999
 
 
 def test_drop(server: LabDNSServer) -> None:
@@ -315,14 +321,14 @@ def race(port: int, name: str, addr: str = "127.0.0.1") -> list[tuple[str, float
 def test_preset_empty_a_first(server: LabDNSServer) -> None:
     set_ok(server, [{"preset": "empty-a-first", "match": {"name": "mail.skimbee.net."}, "delay_ms": 150}])
     (t1, ms1, r1), (t2, ms2, r2) = race(server.port, "mail.skimbee.net.")
-    assert t1 == "A" and rcode(r1) == "NOERROR" and r1.rr == [] and ms1 < 50
+    assert t1 == "A" and rcode(r1) == "NOERROR" and r1.rr == []
     assert t2 == "AAAA" and answers(r2) == [("mail.skimbee.net.", "AAAA", "2001:db8:2::25")]
-    assert 149 <= ms2 < 250
+    assert ms2 >= 149 and ms1 <= ms2
     # A first-answer-wins client (Mac OS X 10.6) would conclude: no address.
     server.log.sync()
     lines = {x["type"]: x for x in read_log(server.log_path)}
     assert lines["A"]["rule"] == "empty-a-first/a" and lines["AAAA"]["rule"] == "empty-a-first/aaaa"
-    assert abs(lines["A"]["t_ms"] - lines["AAAA"]["t_ms"]) < 5      # asked "at once"
+    assert "requested_delay_ms" not in lines["A"] and lines["AAAA"]["requested_delay_ms"] == 150
 
 
 def test_preset_empty_a_first_even_when_a_exists(server: LabDNSServer) -> None:
@@ -336,7 +342,7 @@ def test_preset_late(server: LabDNSServer, preset: str, first: str, late: str) -
     set_ok(server, [{"preset": preset, "match": {"name": "mx10.brainbird.nl."}, "delay_ms": 100}])
     (t1, ms1, r1), (t2, ms2, r2) = race(server.port, "mx10.brainbird.nl.", addr="::1")
     assert (t1, t2) == (first, late) and r1.rr and r2.rr
-    assert ms1 < 50 and 99 <= ms2 < 200
+    assert ms2 >= 99 and ms1 <= ms2
 
 
 def test_preset_aaaa_servfail_and_timeout(server: LabDNSServer) -> None:
@@ -389,7 +395,10 @@ def test_rule_change_does_not_affect_in_flight_delays(server: LabDNSServer) -> N
     server.clear_rules()
     t.join()
     assert out[0] >= 199
-    assert timed(server.port, "mx10.brainbird.nl.", "A")[0] < 50
+    timed(server.port, "mx10.brainbird.nl.", "A")
+    server.log.sync()
+    after = read_log(server.log_path)[-1]
+    assert after["rule"] is None and "requested_delay_ms" not in after
 
 
 def test_tcp_delayed_replies_out_of_order_on_one_connection(server: LabDNSServer) -> None:

@@ -152,3 +152,51 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_durations(tmp_path: Path, value: object, seconds: float) -> None:
     topo = load_topology(write(tmp_path, MINIMAL + f"timing: {{retry: {value}}}\n"))
     assert topo.timing.retry == seconds
+
+
+# --- reading: no input crashes, hangs or exhausts memory -------------------------------
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\nhosts:\n  a: {kind: mta}\n  a: {kind: dns}\n", "key 'a' is given twice, at lines 3 and 4"),
+    ("name: x\nsegments: " + "[" * 1000 + "]" * 1000 + "\n", "nest"),
+    ("name: x\n" + "".join("  " * i + f"k{i}:\n" for i in range(100)), "nested more than 64 levels deep"),
+    ("a: &a [*a]\n", "recursive alias"),
+    ("when: 2024-13-01\n", "month must be in 1..12"),
+    ("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + chr(ord(c) - 1)] * 10)}]\n" for c in "bcdefgh"),
+     "aliases expand the document to more than"),
+])
+def test_unreadable_yaml_is_one_clear_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(TopologyError) as err:
+        load_topology(write(tmp_path, text))
+    assert len(err.value.problems) == 1 and message in str(err.value)
+    assert err.value.problems[0].line is not None
+
+
+def test_duplicate_key_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError) as err:
+        load_topology(write(tmp_path, "name: x\nhosts:\n  a: {kind: mta, kind: dns}\n"))
+    assert err.value.problems[0].path == "hosts.a.kind" and err.value.problems[0].line == 3
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "binary"])
+def test_files_that_are_not_yaml_text(tmp_path: Path, kind: str) -> None:
+    import os
+
+    path = tmp_path / "t.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path.write_bytes(b"name: x\ntitle: \xff\xfe\n")
+    with pytest.raises(TopologyError) as err:
+        load_topology(path)
+    [problem] = err.value.problems
+    assert problem.file == str(path)
+    assert {"directory": "is a directory", "fifo": "not a regular file", "device": "not a regular file",
+            "binary": "not UTF-8"}[kind] in problem.message
+    assert kind != "binary" or problem.line == 2
