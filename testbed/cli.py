@@ -523,7 +523,9 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
         raise click.UsageError(f"`{action}` needs a RULES_FILE (or - for stdin)")
     if action in ("list", "clear") and rules_file:
         raise click.UsageError(f"`{action}` takes no RULES_FILE")
-    rules = _read_rules(rules_file, None) if rules_file else None  # checked before Docker is asked
+    # Read once (stdin cannot be read twice) and checked before Docker is asked.
+    text = (click.get_text_stream("stdin").read() if rules_file == "-" else read_text(Path(rules_file))) if rules_file else ""
+    rules = _read_rules(rules_file, text, None) if rules_file else None
     client = fabric.connect()
     containers = fabric.lab_containers(client, run_id)
     servers = [c for c in containers if (c.get("Labels") or {}).get(LABEL_KIND) == "dns"]
@@ -532,13 +534,13 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
     if rules_file:
         hosts = {(c.get("Labels") or {}).get(LABEL_HOST): (c.get("Labels") or {}).get(LABEL_ADDRESSES, "")
                  for c in containers}
-        rules = _read_rules(rules_file, {h: a.split(",") for h, a in hosts.items() if h and a})
+        rules = _read_rules(rules_file, text, {h: a.split(",") for h, a in hosts.items() if h and a})
     res = fabric.exec_in(client, servers[0]["Id"], control_command(action, rules))
     out.print((res.stdout + res.stderr).strip(), highlight=False, markup=False)
     sys.exit(0 if res.ok else EXIT_INPUT)
 
 
-def _read_rules(rules_file: str, addresses: dict[str, list[str]] | None) -> Any:
+def _read_rules(rules_file: str, text: str, addresses: dict[str, list[str]] | None) -> Any:
     """A DNS rule file, checked by the DNS server's parser; every problem at its file:line.
 
     Without ``addresses`` (before the lab is known) a lab host name stands for
@@ -550,7 +552,6 @@ def _read_rules(rules_file: str, addresses: dict[str, list[str]] | None) -> Any:
     from .source import format_path
 
     name = "<stdin>" if rules_file == "-" else rules_file
-    text = click.get_text_stream("stdin").read() if rules_file == "-" else read_text(Path(rules_file))
     doc = parse_yaml(text, name, (dict, list))
     rules, prefix = doc.data, ()
     if isinstance(rules, dict) and set(rules) == {"rules"}:
@@ -560,7 +561,8 @@ def _read_rules(rules_file: str, addresses: dict[str, list[str]] | None) -> Any:
     checked = rules_with_client_addresses(rules, addresses)
     _, errors = parse_rules(checked, path="")
     if errors:
-        raise TopologyError([doc.problem(prefix + _parse_rule_path(e.path), e.message) for e in errors])
+        raise TopologyError([doc.problem(prefix + _parse_rule_path(e.path), e.message) for e in errors],
+                            subject="the DNS rules")
     return checked
 
 

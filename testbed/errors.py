@@ -37,10 +37,10 @@ class Problem:
 class TopologyError(TestbedError):
     """All problems found while loading one topology, reported together."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], subject: str = "topology"):
         self.problems = problems
         count = len(problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in topology"
+        head = f"{count} problem{'s' if count != 1 else ''} in {subject}"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 

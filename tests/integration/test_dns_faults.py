@@ -35,7 +35,8 @@ def test_testbed_dns_cli_changes_live_rules(dns_lab, tmp_path) -> None:
     bad.write_text("- {match: {client: 10.0.0.1/8}, action: {rcode: WHAT}}\n")
     res = run_cli("dns", run_id, "set", str(bad))
     assert res.returncode == 2
-    assert "bad.yaml[0].match.client" in res.stderr and "bad.yaml[0].action.rcode" in res.stderr
+    assert "2 problems in the DNS rules" in res.stderr
+    assert "bad.yaml:1: [0].match.client" in res.stderr and "bad.yaml:1: [0].action.rcode" in res.stderr
     good = tmp_path / "good.yaml"
     good.write_text("- {name: slow-aaaa, preset: aaaa-late, match: {name: mx10.brainbird.nl., client: client}, delay_ms: 400}\n")
     res = run_cli("dns", run_id, "set", str(good))
