@@ -842,13 +842,19 @@ def _labels(name: str, suite: str, digest: str) -> dict[str, str]:
 
 
 def _lock_path() -> Path:
-    """~/.cache/testbed/images.lock, or a per-user file in /tmp if the home is read-only."""
+    """~/.cache/testbed/images.lock, or a per-user file in /tmp if the home is read-only.
+
+    Another image prefix has a lock of its own: it shares no tag with testbed/*, so a
+    benchmark's cold build need not wait for (or hold up) everyone else's builds.
+    """
+    prefix = image_prefix()
+    name = "images.lock" if prefix == IMAGE_PREFIX else f"images-{prefix}.lock"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "testbed"
     try:
         base.mkdir(parents=True, exist_ok=True)
-        return base / "images.lock"
+        return base / name
     except OSError:
-        return Path(tempfile.gettempdir()) / f"testbed-images-{os.getuid()}.lock"
+        return Path(tempfile.gettempdir()) / f"testbed-{name[:-5]}-{os.getuid()}.lock"
 
 
 @contextlib.contextmanager
