@@ -889,12 +889,12 @@ def _follow_build(stream: Iterable[dict[str, Any]], name: str, suite: str,
     image_id = None
     try:
         for chunk in stream:
+            if "error" in chunk:  # a failure that happened is reported, stop or not
+                _emit(name, str(chunk["error"]), tail, progress)
+                raise ImageBuildError(name, suite, tail, failure)
             if stop is not None and stop.is_set():
                 progress(name, "build stopped")
                 raise Cancelled(name)
-            if "error" in chunk:
-                _emit(name, str(chunk["error"]), tail, progress)
-                raise ImageBuildError(name, suite, tail, failure)
             _emit(name, str(chunk.get("stream") or chunk.get("status") or ""), tail, progress)
             image_id = (chunk.get("aux") or {}).get("ID", image_id)
     except (docker.errors.DockerException, OSError) as exc:  # engine gone, timeouts

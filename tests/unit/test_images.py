@@ -490,6 +490,7 @@ class FakeAPI:
         self.lock = threading.RLock()
         # Image names whose build fails at its Dockerfile step.
         self.failing: set[str] = set()
+        self.failing_together: threading.Barrier | None = None
 
     def _get(self, ref: str) -> dict[str, Any]:
         for image in self.store.values():
@@ -564,9 +565,17 @@ class FakeAPI:
         with self.lock:
             self.builds.append(kw)
         if kw["labels"][I.LABEL_IMAGE] in self.failing:
-            return iter([{"stream": "Step 1/1 : RUN false\n"}, {"error": "returned a non-zero code: 1"}])
+            return self._failing_stream()
         image_id = self.add(kw["tag"], kw["labels"])
         return iter([{"stream": "Step 1/1\n"}, {"aux": {"ID": image_id}}])
+
+
+    def _failing_stream(self):
+        # Siblings that fail together: each reaches its error before either is reported.
+        yield {"stream": "Step 1/1 : RUN false\n"}
+        if self.failing_together:
+            self.failing_together.wait()
+        yield {"error": "returned a non-zero code: 1"}
 
 
 class FakeClient:
@@ -848,6 +857,7 @@ def test_one_failed_sibling_raises_its_own_build_error(repo: Path, fake: FakeCli
 
 def test_every_failed_sibling_is_reported(repo: Path, fake: FakeClient) -> None:
     fake.api.failing = {"mta", "dns"}
+    fake.api.failing_together = threading.Barrier(2, timeout=30)  # a hang guard, not a speed check
     with pytest.raises(I.ImageBuildsFailed) as err:
         I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
     assert sorted(err.value.failures) == ["dns", "mta"]
