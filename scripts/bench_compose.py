@@ -11,7 +11,8 @@ every host ready and the routed paths checked, as ``testbed reproduce`` does; th
 generates from the plan (``testbed.composefile``: the same image ids, networks,
 addresses, limits and volumes; the rendered files bind-mounted). Compose is timed
 from ``up -d`` to its exit (every container created and running, nothing known
-about the services) and for ``down -v``. Rounds alternate which goes first.
+about the services) and for ``down -v``. Rounds alternate which goes first; one
+warm-up round of each comes first and is not counted (``--warmup``).
 
 Targets (checked here, never in tests): testbed bring-up (all hosts ready) at most
 1.0x compose's ``up -d`` (all containers running), teardown at most 1.0x ``down``,
@@ -150,6 +151,8 @@ def main() -> int:
     ap.add_argument("--variant", help="the topology's variant (default: its base)")
     ap.add_argument("--suite", help="bookworm or trixie (default: the topology's)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, each one testbed and one compose lab (default 3)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="unmeasured rounds first (default 1: the first start after a while reads the images from disk)")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     args = ap.parse_args()
 
@@ -168,10 +171,13 @@ def main() -> int:
         "testbed": lambda: testbed_round(client, path, args.variant, args.suite, images),
         "compose": lambda: compose_round(client, path, args.variant, args.suite, images, binary),
     }
-    for i in range(args.rounds):
+    for i in range(-args.warmup, args.rounds):
         order = ["testbed", "compose"] if i % 2 == 0 else ["compose", "testbed"]
         for side in order:
             up, down = sides[side]()
+            if i < 0:
+                print(f"warm-up {side:8} up {up:6.2f} s  down {down:6.2f} s  ({load()})", flush=True)
+                continue
             runs[f"{side}_up"].append(up)
             runs[f"{side}_down"].append(down)
             print(f"round {i + 1} {side:8} up {up:6.2f} s  down {down:6.2f} s  ({load()})", flush=True)
