@@ -3,16 +3,22 @@
 
     python scripts/bench.py                 # warm runs + no-op build (images must exist or get built)
     python scripts/bench.py --cold          # also: fresh clone, no images, `make reproduce-mx-routing`
+    python scripts/bench.py --cold --warm 0 --build-jobs 1 --build-jobs 4   # sequential vs parallel builds
 
 Targets (checked here, never in tests): warm `make reproduce-mx-routing` <= 30 s,
-no-op image build <= 5 s, cold set-up from nothing <= 10 min. `--cold` deletes
-every testbed/* image first.
+no-op image build <= 5 s, cold set-up from nothing <= 2 min. `--cold` builds under
+its own image prefix (`--prefix`, default testbed-bench) and removes that prefix's
+images before and after, so the testbed/* images others use on a shared engine are
+never touched. The machine's load (uptime) is printed with every figure.
+
+The side-by-side comparison with docker-compose is scripts/bench_compose.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -22,54 +28,89 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = {"warm_reproduce_mx_routing_s": 30.0, "noop_image_build_s": 5.0, "cold_setup_s": 600.0}
+TARGETS = {"warm_reproduce_mx_routing_s": 30.0, "noop_image_build_s": 5.0, "cold_setup_s": 120.0}
+COLD_PREFIX = "testbed-bench"
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
+def load() -> str:
+    """The load averages, printed with every figure: this machine is shared."""
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, int, str]:
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     return time.monotonic() - start, proc.returncode, proc.stdout + proc.stderr
 
 
-def remove_images() -> None:
+def remove_images(prefix: str) -> None:
+    """Every image tagged under ``prefix/`` (never the shared testbed/* ones)."""
+    if prefix == "testbed":
+        raise SystemExit("refusing to remove the shared testbed/* images; use another --prefix")
     out = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True)
-    tags = [t for t in out.stdout.split() if t.startswith("testbed/")]
+    tags = [t for t in out.stdout.split() if t.startswith(f"{prefix}/")]
     if tags:
-        subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True)
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+        subprocess.run(["docker", "rmi", *tags], capture_output=True)
+
+
+def current_branch() -> str:
+    return subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def cold_setup(prefix: str, jobs: int | None) -> tuple[float, int]:
+    """Fresh clone of this branch, no images under ``prefix``: `make reproduce-mx-routing`."""
+    remove_images(prefix)
+    env = {**os.environ, "TESTBED_IMAGE_PREFIX": prefix}
+    if jobs is not None:
+        env["TESTBED_BUILD_JOBS"] = str(jobs)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(tmp) / "testbed"
+            subprocess.run(["git", "clone", "-q", "-b", current_branch(), str(REPO), str(clone)], check=True)
+            seconds, rc, output = timed(["make", "reproduce-mx-routing"], clone, env)
+            if rc != 0:
+                print(output[-3000:], file=sys.stderr)
+            shutil.rmtree(clone / ".venv", ignore_errors=True)
+    finally:
+        remove_images(prefix)
+    return seconds, rc
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warm", type=int, default=3, help="warm reproductions to time (default 3)")
-    parser.add_argument("--cold", action="store_true", help="also time a cold set-up (deletes testbed images)")
+    parser.add_argument("--cold", action="store_true", help="also time a cold set-up (under --prefix)")
+    parser.add_argument("--prefix", default=COLD_PREFIX, help=f"image prefix of the cold set-up (default {COLD_PREFIX})")
+    parser.add_argument("--build-jobs", type=int, action="append",
+                        help="TESTBED_BUILD_JOBS for the cold set-up; repeat to compare (default: the builder's)")
+    parser.add_argument("--cold-only", action="store_true", help="skip the no-op build and warm runs")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args()
     results: dict[str, object] = {}
 
     if args.cold:
-        remove_images()
-        with tempfile.TemporaryDirectory() as tmp:
-            clone = Path(tmp) / "testbed"
-            subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-            seconds, rc, output = timed(["make", "reproduce-mx-routing"], clone)
-            results["cold_setup_s"] = round(seconds, 1)
-            results["cold_setup_rc"] = rc
-            if rc != 0:
-                print(output[-3000:], file=sys.stderr)
-            shutil.rmtree(clone / ".venv", ignore_errors=True)
-        print(f"cold set-up (clone, venv, images, both variants): {seconds:.1f} s (rc {rc})")
+        for jobs in args.build_jobs or [None]:
+            before = load()
+            seconds, rc = cold_setup(args.prefix, jobs)
+            label = "default" if jobs is None else str(jobs)
+            results[f"cold_setup_jobs_{label}_s"] = round(seconds, 1)
+            results[f"cold_setup_jobs_{label}_rc"] = rc
+            results["cold_setup_s"] = round(seconds, 1)  # the last --build-jobs given meets the target or not
+            print(f"cold set-up (clone, venv, images, both variants), build jobs {label}: {seconds:.1f} s "
+                  f"(rc {rc}; {before} before, {load()} after)", flush=True)
 
-    subprocess.run(["make", "venv", "images"], cwd=REPO, capture_output=True, check=True)
-    seconds, rc, _ = timed([str(REPO / ".venv/bin/testbed"), "images", "--build"], REPO)
-    results["noop_image_build_s"] = round(seconds, 2)
-    print(f"no-op image build (`testbed images --build`): {seconds:.2f} s")
+    if not args.cold_only:
+        subprocess.run(["make", "venv", "images"], cwd=REPO, capture_output=True, check=True)
+        seconds, rc, _ = timed([str(REPO / ".venv/bin/testbed"), "images", "--build"], REPO)
+        results["noop_image_build_s"] = round(seconds, 2)
+        print(f"no-op image build (`testbed images --build`): {seconds:.2f} s ({load()})")
 
     warm = []
-    for i in range(args.warm):
+    for i in range(0 if args.cold_only else args.warm):
         seconds, rc, output = timed(["make", "reproduce-mx-routing"], REPO)
         warm.append(round(seconds, 1))
-        print(f"warm `make reproduce-mx-routing` #{i + 1}: {seconds:.1f} s (rc {rc})")
+        print(f"warm `make reproduce-mx-routing` #{i + 1}: {seconds:.1f} s (rc {rc}; {load()})")
         if rc != 0:
             print(output[-3000:], file=sys.stderr)
     if warm:

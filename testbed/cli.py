@@ -76,7 +76,7 @@ def _progress(label: str, message: str) -> None:
 
 def _image_progress(label: str, message: str) -> None:
     """Status changes only; a build's own output is kept for its error message."""
-    if message.startswith(("building ", "built ", "importing ", "waiting ", "pulling ", "source: ")) \
+    if message.startswith(("building ", "built ", "build stopped", "importing ", "waiting ", "pulling ", "source: ")) \
             or "debootstrap" in message[:20]:
         _progress(label, message)
 

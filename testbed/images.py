@@ -16,6 +16,8 @@ Why it looks like this:
   its inputs (Dockerfile, context files, suite) chained with its parent's hash, so a
   no-op ``ensure_images`` costs a few ``inspect`` calls. The mirror is not hashed:
   another mirror serves the same packages.
+* Images whose parents exist build side by side (``testbed.buildgraph``): every
+  image FROM base at once, up to ``TESTBED_BUILD_JOBS`` (default 4) builds.
 * Image directories are discovered (``images/<name>/Dockerfile``) and the parent is
   read from the ``FROM`` line, so adding an MTA image needs no code change here.
 """
@@ -36,6 +38,7 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,6 +50,7 @@ from typing import IO, Any, NamedTuple
 import docker
 import docker.errors
 
+from .buildgraph import DEFAULT_WORKERS, Cancelled, JobsFailed, run_graph
 from .errors import TestbedError
 from .owner import LABEL_PROCESS, lab_state, process_label
 from .imagesource import (
@@ -71,6 +75,9 @@ IMAGE_PREFIX = "testbed"
 # Another prefix keeps a test's or an experiment's images apart from everyone's
 # testbed/* images on a shared engine. Dockerfiles still say FROM testbed/<parent>.
 ENV_PREFIX = "TESTBED_IMAGE_PREFIX"
+# Builds run at once (siblings only: a child waits for its parent). Each build is
+# mostly apt downloads and dpkg, so a few overlap well even on two cores.
+ENV_BUILD_JOBS = "TESTBED_BUILD_JOBS"
 from .adapters.registry import SUITES  # noqa: E402 - the adapters are the source
 
 # Suites the builder also knows, for images that are not lab hosts: forky's
@@ -182,6 +189,19 @@ class ImageError(TestbedError):
 
 class DebootstrapUnavailable(ImageError):
     """debootstrap cannot run on this machine (no root, not installed, no mirror)."""
+
+
+class ImageBuildsFailed(ImageError):
+    """Several builds running side by side failed; each one's message is kept."""
+
+    def __init__(self, failures: Mapping[str, ImageError], not_built: Iterable[str]) -> None:
+        self.failures = dict(failures)
+        self.not_built = list(not_built)
+        parts = [f"{len(self.failures)} image builds failed:"]
+        parts += [f"[{name}] {exc}" for name, exc in self.failures.items()]
+        if self.not_built:
+            parts.append(f"not built (stopped or waiting on a failed parent): {', '.join(self.not_built)}")
+        super().__init__("\n".join(parts))
 
 
 class ImageBuildError(ImageError):
@@ -822,13 +842,19 @@ def _labels(name: str, suite: str, digest: str) -> dict[str, str]:
 
 
 def _lock_path() -> Path:
-    """~/.cache/testbed/images.lock, or a per-user file in /tmp if the home is read-only."""
+    """~/.cache/testbed/images.lock, or a per-user file in /tmp if the home is read-only.
+
+    Another image prefix has a lock of its own: it shares no tag with testbed/*, so a
+    benchmark's cold build need not wait for (or hold up) everyone else's builds.
+    """
+    prefix = image_prefix()
+    name = "images.lock" if prefix == IMAGE_PREFIX else f"images-{prefix}.lock"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "testbed"
     try:
         base.mkdir(parents=True, exist_ok=True)
-        return base / "images.lock"
+        return base / name
     except OSError:
-        return Path(tempfile.gettempdir()) / f"testbed-images-{os.getuid()}.lock"
+        return Path(tempfile.gettempdir()) / f"testbed-{name[:-5]}-{os.getuid()}.lock"
 
 
 @contextlib.contextmanager
@@ -852,24 +878,37 @@ def _emit(name: str, text: str, tail: deque[str], progress: ProgressCallback) ->
 
 
 def _follow_build(stream: Iterable[dict[str, Any]], name: str, suite: str,
-                  progress: ProgressCallback, failure: str = "the Dockerfile step failed") -> str | None:
-    """Relay a build (or pull) log; return the image id, raise ImageBuildError on an error chunk."""
+                  progress: ProgressCallback, failure: str = "the Dockerfile step failed",
+                  stop: threading.Event | None = None) -> str | None:
+    """Relay a build (or pull) log; return the image id, raise ImageBuildError on an error chunk.
+
+    When ``stop`` is set (a sibling failed, Ctrl-C) the stream is closed at the next
+    line: the engine sees the client go and cancels the build, which never tags.
+    """
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     image_id = None
     try:
         for chunk in stream:
-            if "error" in chunk:
+            if "error" in chunk:  # a failure that happened is reported, stop or not
                 _emit(name, str(chunk["error"]), tail, progress)
                 raise ImageBuildError(name, suite, tail, failure)
+            if stop is not None and stop.is_set():
+                progress(name, "build stopped")
+                raise Cancelled(name)
             _emit(name, str(chunk.get("stream") or chunk.get("status") or ""), tail, progress)
             image_id = (chunk.get("aux") or {}).get("ID", image_id)
     except (docker.errors.DockerException, OSError) as exc:  # engine gone, timeouts
         raise ImageBuildError(name, suite, tail, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # drops the response, so an abandoned build's connection goes now
     return image_id
 
 
 def _run_build(client: docker.DockerClient, name: str, suite: str, write_context: Callable[[IO[bytes]], None],
-               labels: dict[str, str], nocache: bool, progress: ProgressCallback) -> str:
+               labels: dict[str, str], nocache: bool, progress: ProgressCallback,
+               stop: threading.Event | None = None) -> str:
     """Classic-builder build of one context, host network, no pulls; returns the image id."""
     tag = image_tag(name, suite)
     with tempfile.TemporaryFile() as ctx:
@@ -883,7 +922,7 @@ def _run_build(client: docker.DockerClient, name: str, suite: str, write_context
             )
         except docker.errors.DockerException as exc:
             raise ImageBuildError(name, suite, [], str(exc)) from exc
-        image_id = _follow_build(stream, name, suite, progress)
+        image_id = _follow_build(stream, name, suite, progress, stop=stop)
     attrs = _inspect(client, tag)
     if attrs is None or (image_id and attrs["Id"] != image_id):
         raise ImageBuildError(name, suite, [], f"the engine reported success but {tag} is missing")
@@ -891,9 +930,11 @@ def _run_build(client: docker.DockerClient, name: str, suite: str, write_context
 
 
 def _build_dockerfile(client: docker.DockerClient, recipe: ImageRecipe, suite: str,
-                      labels: dict[str, str], nocache: bool, progress: ProgressCallback) -> str:
+                      labels: dict[str, str], nocache: bool, progress: ProgressCallback,
+                      stop: threading.Event | None = None) -> str:
     """One image directory (``images/<name>/``) built FROM its local parent."""
-    return _run_build(client, recipe.name, suite, partial(write_context_tar, recipe), labels, nocache, progress)
+    return _run_build(client, recipe.name, suite, partial(write_context_tar, recipe), labels, nocache,
+                      progress, stop)
 
 
 # ------------------------------------------------------------- debian from a registry
@@ -905,7 +946,8 @@ def _request_timeout(client: docker.DockerClient, seconds: float) -> Iterator[No
 
     The engine answers a registry question only once the registry did, or its own
     dial gave up, which can take minutes. ``ensure_images`` holds the build lock and
-    uses the client alone meanwhile, so changing it for a moment is safe.
+    asks before any build starts (no other thread uses the client yet), so changing
+    it for a moment is safe.
     """
     api = client.api
     saved = api.timeout
@@ -1278,7 +1320,8 @@ def _reuse_cached(client: docker.DockerClient, recipe: ImageRecipe, suite: str, 
 
 
 def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, digest: str,
-                rebuild: bool, progress: ProgressCallback, base: BaseSource) -> str:
+                rebuild: bool, progress: ProgressCallback, base: BaseSource,
+                stop: threading.Event | None = None) -> str:
     """Build one image unless its content-hash label already matches (or a cached build does)."""
     tag = image_tag(recipe.name, suite)
     current = _inspect(client, tag)
@@ -1290,6 +1333,8 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
         reused = _reuse_cached(client, recipe, suite, digest, progress)
         if reused:
             return reused
+    if stop is not None and stop.is_set():
+        raise Cancelled(recipe.name)
     why = "forced rebuild" if rebuild and current else ("inputs changed" if current else "missing")
     progress(recipe.name, f"building {tag} ({why})")
     started = time.monotonic()
@@ -1297,7 +1342,7 @@ def _ensure_one(client: docker.DockerClient, recipe: ImageRecipe, suite: str, di
     if recipe.is_rootfs:
         image_id = _build_root(client, base, suite, labels, rebuild, progress)
     else:
-        image_id = _build_dockerfile(client, recipe, suite, labels, rebuild, progress)
+        image_id = _build_dockerfile(client, recipe, suite, labels, rebuild, progress, stop)
     _retag(client, image_id, cache_tag(recipe.name, suite, digest))
     progress(recipe.name, f"built {tag} in {time.monotonic() - started:.1f}s")
     prune_cache(client, recipe.name, suite)
@@ -1327,7 +1372,39 @@ def ensure_images(names: Iterable[str] | None, suite: str = DEFAULT_SUITE, *,
     with build_lock(report):
         source = choose_base_source(client, settings, suite, report)
         hashes = content_hashes(recipes, order, suite, source)
-        return {n: _ensure_one(client, recipes[n], suite, hashes[n], rebuild, report, source) for n in order}
+
+        def job(name: str, stop: threading.Event) -> str:
+            try:
+                return _ensure_one(client, recipes[name], suite, hashes[name], rebuild, report, source, stop)
+            except docker.errors.DockerException as exc:  # tagging, inspecting: engine errors
+                raise ImageBuildError(name, suite, [], f"{type(exc).__name__}: {exc}") from exc
+
+        try:
+            ids = run_graph({n: recipes[n].parent for n in order}, job, build_jobs())
+        except JobsFailed as exc:
+            raise _build_failure(exc) from None
+        return {n: ids[n] for n in order}
+
+
+def build_jobs() -> int:
+    """How many builds may run at once: ``TESTBED_BUILD_JOBS``, default 4 (1 = one after another)."""
+    raw = os.environ.get(ENV_BUILD_JOBS, "")
+    if not raw:
+        return DEFAULT_WORKERS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ImageError(f"{ENV_BUILD_JOBS}={raw!r}: expected a whole number >= 1")
+    return int(raw)
+
+
+def _build_failure(exc: JobsFailed) -> BaseException:
+    """One failure as itself (callers catch its type); several together; a bug as a bug."""
+    failures = exc.failures
+    bugs = [e for e in failures.values() if not isinstance(e, ImageError)]
+    if bugs:
+        return bugs[0]
+    if len(failures) == 1:
+        return next(iter(failures.values()))
+    return ImageBuildsFailed({n: e for n, e in failures.items() if isinstance(e, ImageError)}, exc.not_run)
 
 
 def image_status(names: Iterable[str] | None = None, suite: str = DEFAULT_SUITE, *,

@@ -81,6 +81,15 @@ class EngineCaps:
 
 
 @dataclass(frozen=True)
+class AddressPool:
+    """One IPAM pool of a segment's Docker network."""
+
+    subnet: IPNetwork
+    gateway: IPAddress
+    ip_range: IPNetwork
+
+
+@dataclass(frozen=True)
 class SegmentPlan:
     name: str
     family: str
@@ -99,6 +108,18 @@ class SegmentPlan:
         """The Docker bridge's own address: the machine, never a lab host."""
         net = self.subnet_v4 if family == "ipv4" else self.subnet_v6
         return net[1] if net is not None else None
+
+    def address_pools(self) -> list[AddressPool]:
+        """The network's IPAM pools: fixed addresses in the lower part, the engine's own picks above."""
+        pools = []
+        if self.subnet_v4 is not None:
+            upper = list(self.subnet_v4.subnets(prefixlen_diff=1))[1]
+            pools.append(AddressPool(self.subnet_v4, self.subnet_v4[1], upper))
+        if self.subnet_v6 is not None:
+            # A small range: engine 20.10's allocator fails on ranges of 2^63 addresses.
+            dynamic6 = ipaddress.ip_network(f"{self.subnet_v6[0xFFFF0000]}/112")
+            pools.append(AddressPool(self.subnet_v6, self.subnet_v6[1], dynamic6))
+        return pools
 
     def lab_subnet(self, family: str) -> IPNetwork | None:
         if family not in self.carries:

@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import threading
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import docker.errors
 import pytest
 
 from testbed import images as I
+from testbed.buildgraph import Cancelled
 from testbed.imagesource import BaseSettings, BaseSource, ImageSourceError, SourceKind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -484,6 +486,11 @@ class FakeAPI:
         self.registry: dict[str, str] = {}
         self.pulled: dict[tuple[str, str], str] = {}
         self.probe_timeouts: list[float] = []
+        # Builds run side by side in threads: the store changes under one lock.
+        self.lock = threading.RLock()
+        # Image names whose build fails at its Dockerfile step.
+        self.failing: set[str] = set()
+        self.failing_together: threading.Barrier | None = None
 
     def _get(self, ref: str) -> dict[str, Any]:
         for image in self.store.values():
@@ -492,6 +499,10 @@ class FakeAPI:
         raise docker.errors.ImageNotFound(ref)
 
     def add(self, tag: str, labels: dict[str, str]) -> str:
+        with self.lock:
+            return self._add(tag, labels)
+
+    def _add(self, tag: str, labels: dict[str, str]) -> str:
         self.clock += 1
         image_id = f"sha256:{self.clock:04d}"
         self.store[image_id] = {"Id": image_id, "Config": {"Labels": labels},
@@ -504,6 +515,10 @@ class FakeAPI:
         return self._get(ref)
 
     def tag(self, image: str, repository: str, tag: str, force: bool = False) -> bool:
+        with self.lock:
+            return self._tag(image, repository, tag)
+
+    def _tag(self, image: str, repository: str, tag: str) -> bool:
         ref = f"{repository}:{tag}"
         for other in self.store.values():
             if ref in other["RepoTags"]:
@@ -517,6 +532,10 @@ class FakeAPI:
                 if wanted.items() <= (i["Config"]["Labels"] or {}).items()]
 
     def remove_image(self, ref: str) -> None:
+        with self.lock:
+            self._remove_image(ref)
+
+    def _remove_image(self, ref: str) -> None:
         image = self._get(ref)
         self.removed.append(ref)
         if ref in image["RepoTags"]:
@@ -543,9 +562,20 @@ class FakeAPI:
             kw["names"] = tar.getnames()
             member = tar.extractfile("Dockerfile")
             kw["dockerfile"] = member.read().decode() if member else ""
-        self.builds.append(kw)
+        with self.lock:
+            self.builds.append(kw)
+        if kw["labels"][I.LABEL_IMAGE] in self.failing:
+            return self._failing_stream()
         image_id = self.add(kw["tag"], kw["labels"])
         return iter([{"stream": "Step 1/1\n"}, {"aux": {"ID": image_id}}])
+
+
+    def _failing_stream(self):
+        # Siblings that fail together: each reaches its error before either is reported.
+        yield {"stream": "Step 1/1 : RUN false\n"}
+        if self.failing_together:
+            self.failing_together.wait()
+        yield {"error": "returned a non-zero code: 1"}
 
 
 class FakeClient:
@@ -778,3 +808,84 @@ def test_debootstrap_script_uses_sid_for_a_suite_newer_than_debootstrap(tmp_path
     assert debootstrap_script("forky", scripts) == str(scripts / "sid")
     assert debootstrap_script("duke", scripts) is None  # not a suite the builder knows
     assert debootstrap_script("forky", tmp_path / "none") == ""  # no script directory: debootstrap decides
+
+
+# ------------------------------------------------------------- builds side by side
+
+
+def test_siblings_build_side_by_side_with_the_same_results(repo: Path, fake: FakeClient) -> None:
+    threads: dict[str, str] = {}
+    real_build = fake.api.build
+
+    def build(**kw: Any):
+        threads[kw["labels"][I.LABEL_IMAGE]] = threading.current_thread().name
+        return real_build(**kw)
+
+    fake.api.build = build  # type: ignore[method-assign]
+    ids = I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
+    assert list(ids) == I.resolve_order(I.discover_images(repo / "images"))
+    assert sorted(built_tags(fake)[2:]) == ["testbed/dns:bookworm", "testbed/mta:bookworm"]
+    # base alone runs in the caller's thread; its children in the pool
+    assert threads["base"] == threading.current_thread().name
+    assert threads["dns"] != threads["base"] and threads["mta"] != threads["base"]
+    for name in ("dns", "mta"):
+        assert I.cache_tag(name, "bookworm", fake.api.inspect_image(ids[name])["Config"]["Labels"][I.LABEL_HASH]) \
+            in fake.api.inspect_image(ids[name])["RepoTags"]
+
+
+def test_one_build_job_builds_one_after_another(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(I.ENV_BUILD_JOBS, "1")
+    assert I.build_jobs() == 1
+    I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
+    assert len(fake.api.builds) == 4
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_build_jobs_is_a_clear_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(I.ENV_BUILD_JOBS, value)
+    with pytest.raises(I.ImageError, match="TESTBED_BUILD_JOBS"):
+        I.build_jobs()
+
+
+def test_one_failed_sibling_raises_its_own_build_error(repo: Path, fake: FakeClient) -> None:
+    fake.api.failing = {"mta"}
+    with pytest.raises(I.ImageBuildError) as err:
+        I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
+    assert err.value.image == "mta" and "non-zero code" in str(err.value)
+    assert fake.api.images({"label": [f"{I.LABEL_IMAGE}=mta"]}) == []
+
+
+def test_every_failed_sibling_is_reported(repo: Path, fake: FakeClient) -> None:
+    fake.api.failing = {"mta", "dns"}
+    fake.api.failing_together = threading.Barrier(2, timeout=30)  # a hang guard, not a speed check
+    with pytest.raises(I.ImageBuildsFailed) as err:
+        I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
+    assert sorted(err.value.failures) == ["dns", "mta"]
+    assert "testbed/dns:bookworm failed" in str(err.value) and "testbed/mta:bookworm failed" in str(err.value)
+
+
+def test_a_failed_parent_builds_no_child(repo: Path, fake: FakeClient) -> None:
+    fake.api.failing = {"base"}
+    with pytest.raises(I.ImageBuildError, match="testbed/base:bookworm"):
+        I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
+    assert built_tags(fake) == ["testbed/debian:bookworm", "testbed/base:bookworm"]
+
+
+def test_a_stopped_build_stops_at_the_next_line_and_closes_its_stream() -> None:
+    stop = threading.Event()
+    closed: list[bool] = []
+
+    def stream():
+        try:
+            yield {"stream": "Step 1/2\n"}
+            stop.set()  # a sibling failed meanwhile
+            yield {"stream": "Step 2/2\n"}
+            yield {"aux": {"ID": "sha256:never"}}
+        finally:
+            closed.append(True)
+
+    seen: list[str] = []
+    with pytest.raises(Cancelled):
+        I._follow_build(stream(), "dns", "bookworm", lambda n, m: seen.append(m), stop=stop)
+    assert closed == [True]
+    assert seen == ["Step 1/2", "build stopped"]
