@@ -71,7 +71,7 @@ ENGINE_TESTS_SHORT := tests/integration/test_reproductions.py tests/integration/
 
 # One nested engine for the length of the run, removed after it (also on Ctrl-C).
 test-engine: $(STAMP) host-tools
-	$(BIN)/testbed engine run --suite $(ENGINE_SUITE) -- \
+	$(BIN)/testbed engine run --suite $(ENGINE_SUITE) --images bookworm -- \
 	  sh -c '$(BIN)/testbed doctor && $(BIN)/pytest $(ENGINE_TESTS)'
 
 unit: $(STAMP)

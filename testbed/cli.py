@@ -455,9 +455,11 @@ def engine_up(suite: str, no_load: bool) -> None:
 @engine.command("run", context_settings={"ignore_unknown_options": True})
 @_engine_suite_option
 @click.option("--no-load", is_flag=True, help="Do not copy this engine's lab images into it.")
+@click.option("--images", "image_suites", multiple=True, type=click.Choice(SUITES),
+              help="Copy only the lab images of this Debian suite (repeatable; default: all).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_guard
-def engine_run(suite: str, no_load: bool, command: tuple[str, ...]) -> None:
+def engine_run(suite: str, no_load: bool, image_suites: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND against a fresh nested engine, then remove the engine (also on Ctrl-C).
 
     Example: testbed engine run --suite forky -- pytest tests/integration/test_network.py
@@ -466,7 +468,7 @@ def engine_run(suite: str, no_load: bool, command: tuple[str, ...]) -> None:
     from . import fabric
 
     host = fabric.connect()
-    sys.exit(nested.run_command(host, command, suite, not no_load, _engine_progress))
+    sys.exit(nested.run_command(host, command, suite, not no_load, _engine_progress, image_suites or SUITES))
 
 
 @engine.command("down")

@@ -278,26 +278,29 @@ def _remove_cgroups(name: str) -> None:
 
 @contextlib.contextmanager
 def nested(host: docker.DockerClient, suite: str = DEFAULT_ENGINE_SUITE, load: bool = True,
-           progress: Progress = _quiet) -> Iterator[NestedEngine]:
-    """An engine for the length of a ``with`` block, removed on every way out."""
+           progress: Progress = _quiet, image_suites: Sequence[str] = SUITES) -> Iterator[NestedEngine]:
+    """An engine for the length of a ``with`` block, removed on every way out.
+
+    ``image_suites``: whose lab images to copy in (fewer is faster; others would be built there).
+    """
     engine = start(host, suite, progress=progress)
     try:
         if load:
-            load_images(host, engine, lab_images(host), progress)
+            load_images(host, engine, lab_images(host, image_suites), progress)
         yield engine
     finally:
         stop(host, engine.name)
 
 
 def run_command(host: docker.DockerClient, argv: Sequence[str], suite: str = DEFAULT_ENGINE_SUITE,
-                load: bool = True, progress: Progress = _quiet) -> int:
+                load: bool = True, progress: Progress = _quiet, image_suites: Sequence[str] = SUITES) -> int:
     """Run a command with DOCKER_HOST pointing at a fresh nested engine; return its exit status.
 
     Ctrl-C reaches the command through the terminal; SIGTERM is passed on to it.
     Either way the command is waited for (its own cleanup runs against the
     nested engine) and the engine is removed after it.
     """
-    with nested(host, suite, load, progress) as engine:
+    with nested(host, suite, load, progress, image_suites) as engine:
         env = {**os.environ, "DOCKER_HOST": engine.docker_host, "TESTBED_ENGINE": engine.name}
         proc = subprocess.Popen(list(argv), env=env)
 
