@@ -138,9 +138,10 @@ def start(host: docker.DockerClient, suite: str = DEFAULT_ENGINE_SUITE, name: st
     """Build the engine image if needed, start the engine, and wait until it answers."""
     name = name or secrets.token_hex(3)
     image_id = build_engine_image(host, suite, lambda image, msg: progress(f"image {image}: {msg}"))
+    # The volume first: a socket directory always has a labelled object beside it (see stop).
+    volume = host.volumes.create(f"testbed-engine-{name}", labels={LABEL_ENGINE: name, LABEL_ENGINE_SUITE: suite})
     socket_dir = Path(tempfile.mkdtemp(prefix=f"testbed-engine-{name}-", dir=_socket_root()))
     socket_dir.chmod(0o755)
-    volume = host.volumes.create(f"testbed-engine-{name}", labels={LABEL_ENGINE: name, LABEL_ENGINE_SUITE: suite})
     engine = NestedEngine(name, suite, f"testbed-engine-{name}", socket_dir)
     try:
         _create_engine_container(host, name, suite, image_id, volume.name, socket_dir)
@@ -256,6 +257,13 @@ def stop(host: docker.DockerClient, name: str | None = None) -> list[str]:
         with contextlib.suppress(docker.errors.NotFound):
             host.api.remove_volume(v["Name"], force=True)
         removed.append(v.get("Labels", {}).get(LABEL_ENGINE, "?"))
+    if name is None:
+        # Socket directories with no engine object left (a run killed between steps, objects removed by hand).
+        names = {e.name for e in running(host)} | {
+            (v.get("Labels") or {}).get(LABEL_ENGINE) for v in host.api.volumes(filters={"label": LABEL_ENGINE}).get("Volumes") or []}
+        for leftover in _socket_root().glob("testbed-engine-*"):
+            if leftover.name.split("-")[2] not in names:
+                _remove_socket_dir(str(leftover))
     return sorted(set(removed))
 
 

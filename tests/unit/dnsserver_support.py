@@ -53,7 +53,7 @@ def config_dict(**overrides: Any) -> dict[str, Any]:
 
 
 def query(port: int, name: str, qtype: str = "A", *, addr: str = "127.0.0.1",
-          tcp: bool = False, timeout: float = 3.0, edns: bool = False) -> DNSRecord:
+          tcp: bool = False, timeout: float = 15.0, edns: bool = False) -> DNSRecord:
     q = DNSRecord.question(name, qtype)
     if edns:
         from dnslib import EDNS0
