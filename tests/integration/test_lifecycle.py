@@ -46,7 +46,7 @@ def start_run(docker_client, tmp_path) -> tuple[subprocess.Popen, set[str]]:
     return proc, new
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_interrupted_run_removes_everything(docker_client, labs, tmp_path, signum) -> None:
     proc, new = start_run(docker_client, tmp_path)
     proc.send_signal(signum)

@@ -889,3 +889,20 @@ def test_a_stopped_build_stops_at_the_next_line_and_closes_its_stream() -> None:
         I._follow_build(stream(), "dns", "bookworm", lambda n, m: seen.append(m), stop=stop)
     assert closed == [True]
     assert seen == ["Step 1/2", "build stopped"]
+
+
+def test_stale_rootfs_scratch_of_a_dead_build_is_removed_and_a_live_ones_kept(tmp_path: Path, monkeypatch) -> None:
+    from testbed.images import SCRATCH_OWNER, SCRATCH_PREFIX, remove_stale_scratch
+    from testbed.owner import process_label
+
+    monkeypatch.setenv("TESTBED_TMPDIR", str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, live, unowned = (tmp_path / f"{SCRATCH_PREFIX}{n}" for n in ("dead", "live", "unowned"))
+    for d in (dead, live, unowned):
+        (d / "rootfs" / "etc").mkdir(parents=True)
+    (dead / SCRATCH_OWNER).write_text(process_label(child.pid))
+    (live / SCRATCH_OWNER).write_text(process_label())
+    (tmp_path / "not-ours").mkdir()
+    assert sorted(remove_stale_scratch()) == sorted([dead, unowned])
+    assert live.exists() and (tmp_path / "not-ours").exists() and not dead.exists()
