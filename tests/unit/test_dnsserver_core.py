@@ -130,7 +130,7 @@ def test_query_log(server: LabDNSServer, tmp_path: Path) -> None:
     assert a["client"] == "127.0.0.1" and a["family"] == "ipv4" and a["transport"] == "udp"
     assert a["name"] == "mx10.brainbird.nl." and a["type"] == "AAAA" and a["rcode"] == "NOERROR"
     assert a["answers"] == ["mx10.brainbird.nl. 60 AAAA 2001:db8:1::10"]
-    assert a["rule"] is None and "requested_delay_ms" not in a and a["delay_ms"] >= 0
+    assert a["rule"] is None and "requested_delay_ms" not in a and "delay_ms" in a
     assert isinstance(a["id"], int) and isinstance(a["client_port"], int)
     assert a["wall"].endswith("Z") and len(a["wall"]) == len("2024-01-01T00:00:00.000Z")
     assert 0 < a["t_ms"] <= time.monotonic() * 1000  # on the monotonic clock, never in the future
