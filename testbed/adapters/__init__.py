@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .base import (
+    ClientOutcome,
+    ClientRequest,
     ClientAdapter,
     DnsAdapter,
     HostAdapter,
@@ -16,6 +18,8 @@ from .registry import adapter_for, known_software, mta_adapter, mtas, self_stori
 
 __all__ = [
     "ClientAdapter",
+    "ClientOutcome",
+    "ClientRequest",
     "DnsAdapter",
     "HostAdapter",
     "MailstoreAdapter",

@@ -136,10 +136,57 @@ class MailstoreAdapter(HostAdapter):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class ClientRequest:
+    """What a client step asks a mail client to do; the client resolves ``server`` itself."""
+
+    action: str  # submit | fetch | connect
+    protocol: str  # smtp | imap | pop3
+    server: str
+    port: int
+    #: Per connection attempt, where the client has such a setting.
+    timeout_s: float
+    family: str = "any"  # any | ipv4 | ipv6
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    message_id: str = ""
+    subject: str = ""
+    helo: str = ""
+    user: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class ClientOutcome:
+    """What the client's own output says about the action."""
+
+    ok: bool  # message accepted, mailbox listed, or connected
+    reply: str | None  # the decisive server reply or the client's error line
+    detail: str = ""
+
+
 class ClientAdapter(HostAdapter):
-    """A mail client that submits a message to an MTA."""
+    """A mail client: submits, fetches or just connects, resolving the server's name itself."""
 
     kind = "client"
+    image = "client"
+    #: What this client can do (``submit``, ``fetch``, ``connect``) and over which protocols.
+    actions: ClassVar[frozenset[str]] = frozenset()
+    protocols: ClassVar[frozenset[str]] = frozenset()
+    #: Set on behaviour models of software that cannot run here: what is modelled ...
+    model_of: ClassVar[str | None] = None
+    #: ... and the cited source the model follows.
+    model_source: ClassVar[str | None] = None
+
+    def client_command(self, request: ClientRequest) -> str:
+        """The client's own command line (shell-quoted), run under ``tb-trace``."""
+        raise NotImplementedError
+
+    def outcome(self, rc: int, stdout: str, stderr: str) -> ClientOutcome:
+        """Parse the client's real output."""
+        raise NotImplementedError
+
+    # The scenario's ``send`` step (a submission that must be accepted) uses these.
 
     def send_command(
         self,
