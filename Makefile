@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
+        reproduce-no-fallback reproduce-resolver-race \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -48,7 +49,14 @@ reproduce-mx-routing: $(STAMP) host-tools
 reproduce-relay-bounce: $(STAMP) host-tools
 	$(BIN)/testbed reproduce relay-bounce $(RUN_ARGS)
 
-reproduce: reproduce-mx-routing reproduce-relay-bounce
+# The study's client findings (docs/clients.md): slide 23 and slides 24-26.
+reproduce-no-fallback: $(STAMP) host-tools
+	$(BIN)/testbed reproduce no-fallback $(RUN_ARGS)
+
+reproduce-resolver-race: $(STAMP) host-tools
+	$(BIN)/testbed reproduce resolver-race $(RUN_ARGS)
+
+reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

@@ -468,7 +468,7 @@ class Lab:
         )
         try:
             created = api.create_container(
-                image=self.images.get((plan.suite, host.image), f"testbed/{host.image}:{plan.suite}"),
+                image=self.images.get((host.suite, host.image), f"testbed/{host.image}:{host.suite}"),
                 name=host.container,
                 hostname=host.fqdn,
                 labels={
@@ -482,7 +482,7 @@ class Lab:
                 detach=True,
             )
         except docker.errors.ImageNotFound:
-            raise LabError(f"image testbed/{host.image}:{plan.suite} is missing; run `testbed images --build`") from None
+            raise LabError(f"image testbed/{host.image}:{host.suite} is missing; run `testbed images --build`") from None
         cid = created["Id"]
         api.put_archive(cid, "/", _tar(files))
         self.check_cancel()

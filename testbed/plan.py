@@ -17,6 +17,7 @@ from .errors import PreflightError
 from .mailbox import imap_dump_command, mailbox_password
 from .model import (
     FAMILIES_OF,
+    ClientSpec,
     Expect,
     SendSpec,
     Step,
@@ -204,6 +205,7 @@ class HostPlan:
     fqdn: str
     stack: str
     image: str  # image name (testbed/<image>:<suite>)
+    suite: str  # the Debian suite of its image (the lab's, unless the host names another)
     container: str
     interfaces: tuple[Interface, ...]
     routes: tuple[Route, ...]
@@ -287,7 +289,24 @@ class LabPlan:
 
     @property
     def scenario(self) -> list[Step]:
-        return self.topology.scenario
+        """The steps as they run (sweeps expanded)."""
+        return self.topology.steps()
+
+    def client_steps(self) -> dict[str, ClientSpec]:
+        return self.topology.client_steps()
+
+    @property
+    def initial_faults(self) -> dict[str, dict[str, str]]:
+        """Broken paths the topology sets from the start: host -> family -> blackhole | refused."""
+        return {name: dict(h.faults) for name, h in self.topology.hosts.items() if h.faults}
+
+    @property
+    def image_suites(self) -> dict[str, set[str]]:
+        """suite -> the images the lab's hosts need from it."""
+        out: dict[str, set[str]] = {}
+        for host in self.hosts.values():
+            out.setdefault(host.suite, set()).add(host.image)
+        return out
 
     @property
     def expectations(self) -> list[Expect]:
@@ -438,6 +457,7 @@ def plan_lab(
             fqdn=top.fqdn_of(name),
             stack=stack,
             image=image_of(top.software_of(name)),
+            suite=host.suite or suite,
             container=f"tb-{run_id}-{name}",
             interfaces=tuple(interfaces[name]),
             routes=tuple(routes[name]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import faults
 from .adapters import RenderedFile, adapter_for
 from .plan import HostPlan, LabPlan
 from .templating import render
@@ -20,7 +21,8 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
     ]
     dns_fqdn = plan.hosts[plan.dns_server].fqdn
     common = [
-        RenderedFile("/etc/testbed/net.sh", render("common/net.sh.j2", host=host, gateways=gateways)),
+        RenderedFile("/etc/testbed/net.sh", render("common/net.sh.j2", host=host, gateways=gateways,
+                                                           fault_lines=faults.boot_lines(plan, host.name))),
         RenderedFile("/etc/testbed/resolv.conf", render("common/resolv.conf.j2", host=host, dns_fqdn=dns_fqdn)),
         RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
     ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from .clientrun import ClientResult
 from .results import RunResult
 from .track import History, Hop
 
@@ -120,6 +122,9 @@ def result_panel(result: RunResult) -> Panel:
         if evidence and hist.state != "delivered":
             parts.append(Text("   decisive log lines:", style="dim"))
             parts.extend(Text("     " + tidy(e), style="dim") for e in evidence)
+    if result.clients:
+        parts.append(Text(""))
+        parts.extend(client_blocks(list(result.clients.values())))
     if result.checks:
         parts.append(Text(""))
         for c in result.checks:
@@ -140,6 +145,73 @@ def result_panel(result: RunResult) -> Panel:
     else:
         title = f"[bold red]{escape(result.label)}: NOT as expected ({passed}/{total} expectations hold)[/]"
     return Panel(Group(*parts), title=title, title_align="left", border_style="green" if result.passed else "red")
+
+
+def _who(r: ClientResult) -> str:
+    """"curl 8.14.1" or "outlook-model (MODEL of Outlook 2007/2010 ...)", plus the resolver."""
+    who = f"{r.software} {r.version}".strip() if not r.model_of else f"{r.software} (MODEL of {r.model_of})"
+    if r.resolver != "glibc":
+        who += f" with the {r.resolver} resolver (MODEL of {r.resolver_model_of or r.resolver})"
+    return who
+
+
+def _attempt_text(r: ClientResult) -> str:
+    if not r.attempts:
+        return "no connection attempt"
+    t0 = r.trace.started
+    return ", ".join(
+        f"{a.address} {a.result} at {(a.started - t0) * 1000:.0f}-{(a.ended - t0) * 1000:.0f} ms" for a in r.attempts
+    )
+
+
+def client_blocks(clients: list[ClientResult]) -> list[Text]:
+    """Per client: what it resolved, what it tried, what it got, how long it took; a sweep as a table."""
+    swept = [r for r in clients if r.labels]
+    out: list[Text] = []
+    for r in clients:
+        if r in swept:
+            continue
+        got = r.connected
+        head = Text(f" {r.id}: ", style="bold")
+        head.append(f"{_who(r)} on {r.host}, {r.action} over {r.protocol} to {r.server}")
+        out.append(head)
+        resolved = ", ".join(r.resolved) or (r.resolver_error or "nothing")
+        out.append(Text(f"   resolved: {resolved}"))
+        out.append(Text(f"   tried:    {_attempt_text(r)}"))
+        status = Text("   got:      ")
+        status.append("ok" if r.outcome.ok else "FAILED", style="green" if r.outcome.ok else "bold red")
+        status.append(f" via {got.address} ({got.family})" if got else "")
+        status.append(f" in {r.total_ms:.0f} ms")
+        if r.outcome.reply:
+            status.append(f" · {_short(r.outcome.reply, 90)}", style="dim")
+        out.append(status)
+    if swept:
+        out.extend(sweep_table(swept))
+    return out
+
+
+def sweep_table(clients: list[ClientResult]) -> list[Text]:
+    """One row per client, resolver and server; one column per value of the swept variable."""
+    variable = next(iter(clients[0].labels))
+    values = list(dict.fromkeys(r.labels.get(variable) for r in clients))
+    rows: dict[tuple[str, str], dict[Any, ClientResult]] = {}
+    for r in clients:
+        rows.setdefault((_who(r), r.server), {})[r.labels.get(variable)] = r
+    width = max(len(f"{who} -> {server}") for who, server in rows)
+    out = [Text(f" {'client, resolver -> name'.ljust(width)}  " + "  ".join(f"{variable}={v}".rjust(14) for v in values),
+                style="bold")]
+    for (who, server), cells in rows.items():
+        line = Text(f" {f'{who} -> {server}'.ljust(width)}  ")
+        for v in values:
+            r = cells.get(v)
+            if r is None:
+                line.append("-".rjust(14) + "  ")
+                continue
+            got = r.connected
+            cell = (f"{got.family} {r.total_ms:.0f}ms" if got and r.outcome.ok else f"FAIL {r.total_ms:.0f}ms")
+            line.append(cell.rjust(14) + "  ", style="green" if got and r.outcome.ok else "red")
+        out.append(line)
+    return out
 
 
 def print_results(results: Sequence[RunResult], console: Console | None = None) -> None:

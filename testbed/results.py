@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clientrun import ClientResult
 from .plan import LabPlan
 from .rundir import RunDir
 from .track import History
@@ -26,6 +27,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False
     versions: dict[str, str] = field(default_factory=dict)  # software -> version seen in the lab
+    clients: dict[str, ClientResult] = field(default_factory=dict)  # client step id -> what it did
 
     @property
     def label(self) -> str:
@@ -51,6 +53,7 @@ class RunResult:
             "error": self.error,
             "expectations": [c.to_dict() for c in self.checks],
             "messages": {k: h.to_dict() for k, h in self.histories.items()},
+            "clients": {k: c.to_dict() for k, c in self.clients.items()},
             "steps": self.steps,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "run_dir": str(self.run_dir.path),

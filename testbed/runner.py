@@ -84,7 +84,8 @@ def ensure_images_for(plans: Sequence[LabPlan], progress: Progress = _quiet) -> 
     """Build what the plans need; containers are then created from these exact ids."""
     by_suite: dict[str, set[str]] = {}
     for plan in plans:
-        by_suite.setdefault(plan.suite, set()).update(h.image for h in plan.hosts.values())
+        for suite, names in plan.image_suites.items():
+            by_suite.setdefault(suite, set()).update(names)
     return _ensure_images(by_suite, progress)
 
 
@@ -94,7 +95,8 @@ def ensure_images_for_topologies(
     """Build the images of (topology, suite) pairs before planning (the matrix), each suite once."""
     by_suite: dict[str, set[str]] = {}
     for topo, suite in topologies:
-        by_suite.setdefault(suite, set()).update(image_of(topo.software_of(name)) for name in topo.hosts)
+        for name, host in topo.hosts.items():
+            by_suite.setdefault(host.suite or suite, set()).add(image_of(topo.software_of(name)))
     return _ensure_images(by_suite, progress)
 
 
@@ -175,6 +177,7 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
             progress(f"error: {exc}")
         finally:
             result.steps = [r.to_dict() for r in runner.records]
+            result.clients = dict(runner.clients)
             result.timings["scenario"] = time.monotonic() - t
         t = time.monotonic()
         if not lab.cancelled:
@@ -238,6 +241,7 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         dns_queries=observe.parse_query_log(dns_log),
         logs=logs,
         message_ids=runner.message_ids,
+        clients=runner.clients,
     )
     result.checks = evaluate(plan, obs)
 

@@ -12,12 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import ClientAdapter, DnsAdapter, HostAdapter, adapter_for, mta_adapter
+from . import faults
+from .adapters import ClientAdapter, ClientRequest, DnsAdapter, HostAdapter, adapter_for, mta_adapter
+from .adapters.base import RESOLVER_MODELS
+from .clientrun import ClientResult
+from .clienttrace import parse_trace
 from .errors import HostDown, LabError
 from .events import QueueEntry
 from .labapi import ExecResult, LiveLab
+from .mailbox import mailbox_password
 from .model import (
+    ClientSpec,
+    ClientStep,
     DnsStep,
+    FaultStep,
     FlushStep,
     SendSpec,
     SendStep,
@@ -89,6 +97,8 @@ class ScenarioRunner:
         self._flushed: dict[str, tuple[int, set[str]]] = {}
         self._t0 = time.monotonic()
         self._down: set[str] = set()
+        self.clients: dict[str, ClientResult] = {}
+        self._versions: dict[str, str] = {}
 
     # --- driver --------------------------------------------------------------------
 
@@ -139,6 +149,10 @@ class ScenarioRunner:
             self.settle(step.settle.timeout, record)
         elif isinstance(step, DnsStep):
             self.dns(step, record)
+        elif isinstance(step, ClientStep):
+            self.client(step.client, record)
+        elif isinstance(step, FaultStep):
+            self.fault(step.fault.host, step.fault.settings(), record)
 
     # --- steps -----------------------------------------------------------------------
 
@@ -264,6 +278,72 @@ class ScenarioRunner:
             outputs.append(res.stdout.strip())
         record.detail = {"actions": [a for a, _ in actions], "output": outputs}
 
+    def client(self, spec: ClientSpec, record: StepRecord) -> None:
+        """Run one client under tb-trace; its outcome is an observation, not a step failure."""
+        host = self.plan.hosts[spec.host]
+        adapter = adapter_for(host.software, ClientAdapter)
+        server = self.plan.hosts[spec.server].fqdn if spec.server in self.plan.hosts else spec.server
+        timeout = spec.timeout or self.plan.timing.client_timeout
+        domain = host.fqdn.partition(".")[2] or host.fqdn
+        request = ClientRequest(
+            action=spec.action,
+            protocol=spec.the_protocol,
+            server=server,
+            port=spec.the_port,
+            timeout_s=timeout,
+            family=spec.family,
+            sender=spec.sender or f"{spec.host}@{domain}",
+            recipients=tuple(spec.to),
+            message_id=message_id_for(spec.id, self.plan.run_id, host.fqdn),
+            subject=spec.subject or f"testbed {spec.id}",
+            helo=host.fqdn,
+            user=spec.mailbox or "",
+            password=mailbox_password(spec.mailbox) if spec.mailbox else "",
+        )
+        cmd = adapter.traced_command(request, spec.resolver)
+        # Every address may cost a timeout; the model resolver and tracing add a few seconds.
+        res = self.lab.exec(spec.host, cmd, timeout=int(8 * timeout) + 30)
+        self.run_dir.write_text(f"clients/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")
+        try:
+            trace = parse_trace(res.stdout, {str(a) for a in host.addresses()})
+        except ValueError as exc:
+            raise ScenarioError(
+                f"client step {spec.id} on {spec.host}: no trace ({exc}); {_decisive_output(res)}"
+                f" (transcript: clients/{spec.id}.txt)"
+            ) from None
+        outcome = adapter.outcome(trace.rc, trace.stdout, trace.stderr)
+        result = ClientResult(
+            id=spec.id, host=spec.host, software=host.software,
+            version=self._version(spec.host, adapter),
+            model_of=adapter.model_of, model_source=adapter.model_source,
+            resolver=spec.resolver,
+            resolver_model_of=(trace.resolver or {}).get("models") if spec.resolver in RESOLVER_MODELS else None,
+            action=spec.action, protocol=spec.the_protocol, server=server, port=spec.the_port,
+            family=spec.family, timeout_s=timeout, labels=dict(spec.labels), trace=trace, outcome=outcome,
+            hosts_by_address={str(a): h.name for h in self.plan.hosts.values() for a in h.addresses()},
+        )
+        self.clients[spec.id] = result
+        self.run_dir.write_json(f"clients/{spec.id}.json", result.to_dict())
+        record.detail = {"client": spec.id, "summary": result.summary(), "ok": outcome.ok}
+
+    def _version(self, host: str, adapter: ClientAdapter) -> str:
+        """The client software's version, asked once per host."""
+        if host not in self._versions:
+            cmd = adapter.version_command()
+            out = self.lab.exec(host, cmd, timeout=20) if cmd else None
+            self._versions[host] = (out.stdout.strip().splitlines() or [""])[0] if out and out.ok else ""
+        return self._versions[host]
+
+    def fault(self, host: str, settings: dict[str, str], record: StepRecord) -> None:
+        """Break or mend the paths to a host (black hole at its routers, refused TCP at the host)."""
+        done = []
+        for target, cmd in faults.fault_commands(self.plan, host, settings):
+            res = self.lab.exec(target, cmd, timeout=20)
+            if not res.ok:
+                raise ScenarioError(f"setting a fault on {target} failed: {_decisive_output(res)}")
+            done.append(f"{target}: {cmd}")
+        record.detail = {"fault": faults.describe(host, settings), "commands": done}
+
     def _adapter(self, host: str) -> HostAdapter:
         return adapter_for(self.plan.hosts[host].software)
 
@@ -351,4 +431,11 @@ def _summary(step: Any) -> str:
         return "settle"
     if isinstance(step, DnsStep):
         return "change DNS rules"
+    if isinstance(step, ClientStep):
+        c = step.client
+        labels = " ".join(f"{k}={v}" for k, v in c.labels.items())
+        return (f"client {c.id}: {c.host} {c.action} {c.the_protocol} to {c.server}"
+                + (f" (resolver {c.resolver})" if c.resolver != "glibc" else "") + (f" [{labels}]" if labels else ""))
+    if isinstance(step, FaultStep):
+        return "fault " + faults.describe(step.fault.host, step.fault.settings())
     return type(step).__name__

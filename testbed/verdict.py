@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from .clientrun import ClientResult, family_of
 from .events import MailboxMessage, QueueEntry
-from .model import DnsExpect, LogExpect, MailboxExpect, MessageExpect, QueueExpect, compile_log_pattern
+from .model import (
+    EXPECT_KINDS,
+    ClientExpect,
+    DnsExpect,
+    LogExpect,
+    MailboxExpect,
+    MessageExpect,
+    QueueExpect,
+    compile_log_pattern,
+)
 from .plan import LabPlan
 from .track import History, dsn_in_mailbox
 
@@ -21,6 +34,7 @@ class Observation:
     dns_queries: list[dict[str, Any]]
     logs: dict[str, str]
     message_ids: dict[str, str] = field(default_factory=dict)
+    clients: dict[str, ClientResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class Check:
 def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
     checks = []
     for index, exp in enumerate(plan.expectations):
-        kind = next(k for k in ("message", "dns", "mailbox", "queue", "log") if k in type(exp).model_fields)
+        kind = next(k for k in EXPECT_KINDS if k in type(exp).model_fields)
         mismatch = {h: sw for h, sw in exp.when.items() if plan.hosts[h].software not in sw}
         if mismatch:
             detail = "applies only when " + ", ".join(f"{h} runs {' or '.join(sw)}" for h, sw in exp.when.items())
@@ -115,6 +129,12 @@ def _dns(plan: LabPlan, obs: Observation, exp: DnsExpect) -> tuple[list[str], li
         queries = [q for q in queries if str(q.get("rcode", "")).upper() == check.rcode.upper()]
     if check.rule:
         queries = [q for q in queries if q.get("rule") == check.rule]
+    if check.step:
+        client = obs.clients.get(check.step)
+        if client is None:
+            return [f"client step {check.step} did not run"], []
+        start, end = client.window
+        queries = [q for q in queries if start <= _epoch(q) <= end]
     n = len(queries)
     what = " ".join(filter(None, [
         "/".join(check.type or []), "queries",
@@ -122,6 +142,7 @@ def _dns(plan: LabPlan, obs: Observation, exp: DnsExpect) -> tuple[list[str], li
         f"from {check.client}" if check.client else "",
         f"answered {check.rcode}" if check.rcode else "",
         f"by rule {check.rule}" if check.rule else "",
+        f"during {check.step}" if check.step else "",
     ]))
     fails = []
     if check.count is not None and n != check.count:
@@ -195,4 +216,73 @@ def _log(plan: LabPlan, obs: Observation, exp: LogExpect) -> tuple[list[str], li
     return [], [f"{check.host}: {match.group(0)!r}" if match else f"{check.host}: no /{check.pattern}/"]
 
 
-_CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log}
+def _epoch(query: dict[str, Any]) -> float:
+    """A query's receipt time as epoch seconds (the DNS server's ``wall``; containers share the clock)."""
+    try:
+        return datetime.fromisoformat(str(query.get("wall", "")).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("nan")  # compares false with every window
+
+
+def _client(plan: LabPlan, obs: Observation, exp: ClientExpect) -> tuple[list[str], list[str]]:
+    """Every client step the check names (a glob, narrowed by labels) must show what it says."""
+    check = exp.client
+    results = [r for sid, r in obs.clients.items() if fnmatch.fnmatchcase(sid, check.step)]
+    for key, values in check.labels.items():
+        wanted = {str(v) for v in values}
+        results = [r for r in results if str(r.labels.get(key)) in wanted]
+    if not results:
+        return [f"no client step matching {check.step} ran"], []
+    fails: list[str] = []
+    facts: list[str] = []
+    for r in results:
+        problems = _client_problems(plan, check, r)
+        fails += [f"{r.id}: {p}" for p in problems]
+        if not problems:
+            facts.append(f"{r.id}: {r.summary()}")
+    return fails, facts[:4] + ([f"... and {len(facts) - 4} more"] if len(facts) > 4 else [])
+
+
+def _client_problems(plan: LabPlan, check: Any, r: ClientResult) -> list[str]:
+    got = r.connected
+    out: list[str] = []
+
+    def compare(label: str, wanted: Any, actual: Any) -> None:
+        if wanted is not None and wanted != actual:
+            out.append(f"{label}: expected {wanted}, got {actual}")
+
+    compare("ok", check.ok, r.outcome.ok)
+    compare("connected", check.connected, got is not None)
+    if check.family is not None:
+        compare("family", check.family, got.family if got else "none")
+    if check.address is not None:
+        addresses = _addresses_of(plan, check.address)
+        actual = got.address if got else "none"
+        if actual not in addresses:
+            out.append(f"address: expected {check.address}, got {actual}")
+    n = len(r.attempts)
+    compare("attempts", check.attempts, n)
+    if check.min_attempts is not None and n < check.min_attempts:
+        out.append(f"attempts: expected at least {check.min_attempts}, got {n}")
+    if check.max_attempts is not None and n > check.max_attempts:
+        out.append(f"attempts: expected at most {check.max_attempts}, got {n}")
+    if check.within_ms is not None and r.total_ms > check.within_ms:
+        out.append(f"took {r.total_ms:.0f} ms, expected within {check.within_ms:g} ms")
+    if check.after_ms is not None and r.total_ms < check.after_ms:
+        out.append(f"took {r.total_ms:.0f} ms, expected at least {check.after_ms:g} ms")
+    if check.resolved is not None:
+        compare("resolved families", check.resolved, [family_of(a) for a in r.resolved])
+    compare("resolver error", check.resolver_error, r.resolver_error)
+    return out
+
+
+def _addresses_of(plan: LabPlan, name: str) -> set[str]:
+    if name in plan.hosts:
+        return {str(a) for a in plan.hosts[name].addresses()}
+    try:
+        return {str(ipaddress.ip_address(name))}
+    except ValueError:
+        return {name}
+
+
+_CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log, "client": _client}

@@ -15,6 +15,7 @@ a list of their own.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -136,6 +137,10 @@ class MailstoreAdapter(HostAdapter):
         raise NotImplementedError
 
 
+#: Resolver behaviour models a client step can name -> the model's name for ``tb-resolver-model``.
+RESOLVER_MODELS = {"macos-10.6-model": "macos-10.6"}
+
+
 @dataclass(frozen=True)
 class ClientRequest:
     """What a client step asks a mail client to do; the client resolves ``server`` itself."""
@@ -181,6 +186,17 @@ class ClientAdapter(HostAdapter):
     def client_command(self, request: ClientRequest) -> str:
         """The client's own command line (shell-quoted), run under ``tb-trace``."""
         raise NotImplementedError
+
+    def traced_command(self, request: ClientRequest, resolver: str = "glibc") -> str:
+        """The client's command under the client image's ``tb-trace`` (its lookups and handshakes recorded).
+
+        With a model resolver, ``tb-trace`` first runs the model (real queries to
+        the lab DNS server) and the client's getaddrinfo then returns the model's answer.
+        """
+        args = ["tb-trace", "--ports", str(request.port)]
+        if resolver != "glibc":
+            args += ["--model-resolver", RESOLVER_MODELS[resolver], "--name", request.server]
+        return " ".join(shlex.quote(a) for a in [*args, "--", "sh", "-c", self.client_command(request)])
 
     def outcome(self, rc: int, stdout: str, stderr: str) -> ClientOutcome:
         """Parse the client's real output."""

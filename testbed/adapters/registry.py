@@ -58,6 +58,10 @@ def mta_adapter(software: str) -> MtaAdapter:
     return adapter_for(software, MtaAdapter)
 
 
+def all_adapters() -> list[HostAdapter]:
+    return list(_registry().values())
+
+
 def known_software() -> list[str]:
     return sorted(_registry())
 

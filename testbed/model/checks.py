@@ -9,6 +9,9 @@ from typing import Any
 
 from .schema import (
     FAMILIES_OF,
+    ClientExpect,
+    ClientStep,
+    FaultStep,
     FQDN_RE,
     SELF_STORING,
     SOFTWARE,
@@ -42,7 +45,19 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out += _check_dns(top)
     out += _check_dns_rules(top)
     out += _check_scenario(top)
+    out += _check_clients(top)
+    out += _check_faults(top)
     out += _check_expectations(top)
+    # A step of a sweep is checked once per value: report each of its problems once.
+    return list(dict.fromkeys(out))
+
+
+def step_locations(top: Topology) -> list[tuple[Loc, Any]]:
+    """Each step as it runs (sweeps expanded) with where the user wrote it."""
+    out: list[tuple[Loc, Any]] = []
+    for step, origin in zip(top.steps(), top.step_origins()):
+        loc: Loc = ("scenario", origin[0]) if len(origin) == 1 else ("scenario", origin[0], "sweep", "steps", origin[1])
+        out.append((loc, step))
     return out
 
 
@@ -279,12 +294,12 @@ def _check_dns_rules(top: Topology) -> list[tuple[Loc, str]]:
     from ..dnsserver.rules import parse_rules
 
     lists: list[tuple[Loc, list[dict[str, Any]]]] = [(("dns", "rules"), top.dns.rules)]
-    for i, step in enumerate(top.scenario):
+    for loc, step in step_locations(top):
         if isinstance(step, DnsStep):
             for key in ("set", "add"):
                 rules = getattr(step.dns, key)
                 if rules is not None:
-                    lists.append((("scenario", i, "dns", key), rules))
+                    lists.append((loc + ("dns", key), rules))
     out: list[tuple[Loc, str]] = []
     for loc, rules in lists:
         _, errors = parse_rules([_client_names_as_family(r, top) for r in rules], path="")
@@ -342,8 +357,7 @@ def _check_scenario(top: Topology) -> list[tuple[Loc, str]]:
     mtas = set(top.hosts_of_kind("mta"))
     clients = set(top.hosts_of_kind("client"))
     seen_ids: set[str] = set()
-    for i, step in enumerate(top.scenario):
-        loc: Loc = ("scenario", i)
+    for loc, step in step_locations(top):
         if isinstance(step, SendStep):
             spec = step.send
             if spec.id in seen_ids:
@@ -376,6 +390,7 @@ def _check_scenario(top: Topology) -> list[tuple[Loc, str]]:
 def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     messages = set(top.messages())
+    client_steps = set(top.client_steps())
     hosts = set(top.hosts)
     for i, exp in enumerate(top.expect):
         loc: Loc = ("expect", i)
@@ -402,6 +417,10 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
             hostrefs.append((loc + ("log", "host"), exp.log.host))
         elif isinstance(exp, DnsExpect):
             hostrefs.append((loc + ("dns", "client"), exp.dns.client))
+            if exp.dns.step is not None and exp.dns.step not in client_steps:
+                out.append((loc + ("dns", "step"), _unknown("client step", exp.dns.step, client_steps)))
+        elif isinstance(exp, ClientExpect):
+            out += _check_client_expectation(top, exp, loc + ("client",))
         for where, ref in refs:
             if ref is not None and ref not in messages:
                 out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"
@@ -409,4 +428,94 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
         for where, ref in hostrefs:
             if ref is not None and ref not in hosts:
                 out.append((where, _unknown("host", ref, hosts)))
+    return out
+
+
+def _check_clients(top: Topology) -> list[tuple[Loc, str]]:
+    """Client steps: a client host, software that can do the action, a server and a mailbox that exist."""
+    from .. import adapters
+
+    out: list[tuple[Loc, str]] = []
+    clients = set(top.hosts_of_kind("client"))
+    seen: set[str] = set()
+    for loc, step in step_locations(top):
+        if not isinstance(step, ClientStep):
+            continue
+        spec, loc = step.client, loc + ("client",)
+        if spec.id in seen:
+            out.append((loc + ("id",), f"client step id {spec.id!r} is used twice"))
+        seen.add(spec.id)
+        if spec.host not in clients:
+            out.append((loc + ("host",), _unknown("client host", spec.host, clients)))
+        elif (software := top.software_of(spec.host)) in SOFTWARE.get("client", ()):
+            adapter = adapters.adapter_for(software, adapters.ClientAdapter)
+            if spec.action not in adapter.actions:
+                out.append((loc + ("action",), f"{software} cannot {spec.action}; it can: "
+                                               + ", ".join(sorted(adapter.actions))))
+            elif spec.the_protocol not in adapter.protocols:
+                out.append((loc + ("protocol",), f"{software} does not speak {spec.the_protocol}; it speaks: "
+                                                 + ", ".join(sorted(adapter.protocols))))
+        if "." not in spec.server and spec.server not in top.hosts:
+            out.append((loc + ("server",), _unknown("host", spec.server, top.hosts)
+                        + " (or give a DNS name such as mail.example.net)"))
+        if spec.action == "submit" and not spec.to:
+            out.append((loc + ("to",), "a submission needs recipients ('to')"))
+        if spec.action == "fetch":
+            if spec.the_protocol == "smtp":
+                out.append((loc + ("protocol",), "fetch over imap or pop3"))
+            if spec.mailbox is None:
+                out.append((loc + ("mailbox",), "say whose mailbox to fetch (mailbox: user@example.net)"))
+            else:
+                local, _, domain = spec.mailbox.partition("@")
+                if domain not in top.domains or local not in top.domains[domain].mailboxes:
+                    out.append((loc + ("mailbox",), f"{spec.mailbox} is not a mailbox of the topology's domains"))
+    return out
+
+
+def _check_faults(top: Topology) -> list[tuple[Loc, str]]:
+    """A black hole is made at the routers of the host's segment, so the segment needs one."""
+    out: list[tuple[Loc, str]] = []
+    settings: list[tuple[Loc, str, dict[str, str]]] = [
+        (("hosts", name, "faults"), name, dict(host.faults)) for name, host in top.hosts.items() if host.faults
+    ]
+    settings += [(loc + ("fault",), step.fault.host, step.fault.settings())
+                 for loc, step in step_locations(top) if isinstance(step, FaultStep)]
+    for loc, name, families in settings:
+        host = top.hosts.get(name)
+        if host is None:
+            out.append((loc + ("host",), _unknown("host", name, top.hosts)))
+            continue
+        if host.kind == "router":
+            out.append((loc, "faults are set on the host whose paths break, not on a router"))
+            continue
+        stack = FAMILIES_OF[top.host_stack(name)] if host.segment in top.segments else set()
+        for family, mode in families.items():
+            if family not in stack:
+                out.append((loc + (family,), f"{name} has no {family} address"))
+            elif mode == "blackhole" and not _routers_on(top, host.segment or "", family):
+                out.append((loc + (family,), f"a black hole is made at the routers of segment {host.segment}, "
+                                             f"which has no router: use 'refused', or add a router"))
+    return out
+
+
+def _routers_on(top: Topology, segment: str, family: str) -> list[str]:
+    return [n for n, h in top.hosts.items()
+            if h.kind == "router" and segment in (h.segments or []) and family in FAMILIES_OF[top.segments[segment].family]]
+
+
+def _check_client_expectation(top: Topology, exp: ClientExpect, loc: Loc) -> list[tuple[Loc, str]]:
+    import fnmatch
+
+    check = exp.client
+    steps = top.client_steps()
+    matched = [s for sid, s in steps.items() if fnmatch.fnmatchcase(sid, check.step)]
+    if not matched:
+        return [(loc + ("step",), _unknown("client step", check.step, steps))]
+    out: list[tuple[Loc, str]] = []
+    for key, values in check.labels.items():
+        if not any(str(s.labels.get(key)) in map(str, values) for s in matched):
+            out.append((loc + ("labels", key), f"no client step matching {check.step!r} has {key} in {values}"))
+    if check.address is not None and "." not in check.address and ":" not in check.address \
+            and check.address not in top.hosts:
+        out.append((loc + ("address",), _unknown("host", check.address, top.hosts)))
     return out

@@ -18,6 +18,8 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -29,6 +31,8 @@ FAMILIES_OF = {"ipv4": {"ipv4"}, "ipv6": {"ipv6"}, "dual": {"ipv4", "ipv6"}}
 HostKind = Literal["mta", "dns", "client", "router", "mailstore"]
 #: Debian releases every adapter supports (the adapters are the source).
 SUITES = adapters.suites()
+#: Suites a single host's image may come from (any suite some adapter supports).
+IMAGE_SUITES = tuple(dict.fromkeys(s for a in adapters.registry.all_adapters() for s in a.suites))
 
 #: Software each kind of host may run; the first entry is the default.
 SOFTWARE: dict[str, tuple[str, ...]] = adapters.software_by_kind()
@@ -149,6 +153,10 @@ class Timing(Strict):
     connect_timeout: Duration = 2.0
     settle_timeout: Annotated[Duration, Field(gt=0)] = 120.0
     settle_quiet: Duration = 1.0
+    #: A client's per-attempt connect timeout where the client has one (swaks, curl,
+    #: msmtp, Python): compressed from their defaults (30 s and more) so that a
+    #: sequential client's fallback after a black-holed address takes seconds, not minutes.
+    client_timeout: Annotated[Duration, Field(gt=0)] = 3.0
 
 
 class Segment(Strict):
@@ -180,6 +188,10 @@ class Host(Strict):
     stack: Family | None = None
     fqdn: str | None = None
     id: int | None = Field(None, ge=2, le=127, description="host part of its addresses")
+    #: The Debian suite of this host's image, if not the lab's (bookworm's swaks beside trixie's).
+    suite: Literal[IMAGE_SUITES] | None = None  # type: ignore[valid-type]
+    #: Broken paths to this host per family from the start (``fault`` steps change them).
+    faults: dict[Literal["ipv4", "ipv6"], Literal["blackhole", "refused"]] = Field(default_factory=dict)
     description: str = ""
 
     @field_validator("fqdn")
@@ -341,6 +353,93 @@ class DnsStep(Strict):
     dns: DnsStepSpec
 
 
+ClientAction = Literal["submit", "fetch", "connect"]
+ClientProtocol = Literal["smtp", "imap", "pop3"]
+#: The port each protocol is reached on in a lab.
+PROTOCOL_PORTS = {"smtp": 25, "imap": 143, "pop3": 110}
+#: The resolvers a client step can use: the client's own (glibc's getaddrinfo) or
+#: a behaviour model (``tb-resolver-model``) whose answer the client then gets.
+RESOLVERS = ("glibc", "macos-10.6-model")
+
+
+class ClientSpec(Strict):
+    """A client host resolves ``server`` and submits, fetches or connects, as its software does."""
+
+    id: Name
+    host: Name
+    action: ClientAction = "connect"
+    #: A DNS name, or a lab host's name (its FQDN is what the client resolves).
+    server: str
+    protocol: ClientProtocol | None = None  # default: smtp, or imap to fetch
+    port: int | None = Field(None, ge=1, le=65535)
+    resolver: Literal[RESOLVERS] = "glibc"  # type: ignore[valid-type]
+    family: Literal["any", "ipv4", "ipv6"] = "any"
+    #: Per connection attempt; default: timing.client_timeout.
+    timeout: Annotated[Duration, Field(gt=0)] | None = None
+    sender: str | None = Field(None, alias="from")
+    to: list[str] = Field(default_factory=list)
+    subject: str | None = None
+    #: For ``fetch``: whose mailbox (a mailbox of the topology's domains).
+    mailbox: str | None = None
+    #: Free labels shown in the report (a sweep sets its variable here).
+    labels: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if not re.fullmatch(NAME_RE, value) and not FQDN_RE.fullmatch(value.removesuffix(".")):
+            raise ValueError("expected a lab host's name or a DNS name such as mail.example.net")
+        return value.removesuffix(".")
+
+    @field_validator("sender", "mailbox")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not ADDRESS_RE.fullmatch(value):
+            raise ValueError("expected an address such as user@example.net")
+        return value
+
+    @property
+    def the_protocol(self) -> str:
+        return self.protocol or ("imap" if self.action == "fetch" else "smtp")
+
+    @property
+    def the_port(self) -> int:
+        return self.port or PROTOCOL_PORTS[self.the_protocol]
+
+
+class ClientStep(Strict):
+    client: ClientSpec
+
+
+FaultSetting = Literal["blackhole", "refused", "none"]
+
+
+class FaultSpec(Strict):
+    """Break (or mend) the paths to a host: per family, black-holed at its routers or refused at the host."""
+
+    host: Name
+    ipv4: FaultSetting | None = None
+    ipv6: FaultSetting | None = None
+
+    @model_validator(mode="after")
+    def _some_family(self) -> FaultSpec:
+        if self.ipv4 is None and self.ipv6 is None:
+            raise ValueError("say what happens to ipv4 or ipv6 (blackhole, refused or none)")
+        return self
+
+    def settings(self) -> dict[str, str]:
+        return {f: v for f, v in (("ipv4", self.ipv4), ("ipv6", self.ipv6)) if v is not None}
+
+
+class FaultStep(Strict):
+    fault: FaultSpec
+
+
 STEP_KINDS: dict[str, type[Strict]] = {
     "send": SendStep,
     "stop": StopStep,
@@ -350,6 +449,9 @@ STEP_KINDS: dict[str, type[Strict]] = {
     "flush": FlushStep,
     "settle": SettleStep,
     "dns": DnsStep,
+    "client": ClientStep,
+    "fault": FaultStep,
+    "sweep": None,  # type: ignore[dict-item]  # SweepStep, defined below (it holds steps)
 }
 
 
@@ -376,7 +478,102 @@ Step = Annotated[
     | Annotated[StartServiceStep, Tag("start_service")]
     | Annotated[FlushStep, Tag("flush")]
     | Annotated[SettleStep, Tag("settle")]
-    | Annotated[DnsStep, Tag("dns")],
+    | Annotated[DnsStep, Tag("dns")]
+    | Annotated[ClientStep, Tag("client")]
+    | Annotated[FaultStep, Tag("fault")],
+    Discriminator(
+        _single_key(STEP_KINDS),
+        custom_error_type="step_kind",
+        custom_error_message="expected a step with exactly one of: " + ", ".join(STEP_KINDS),
+    ),
+]
+
+_PLACEHOLDER_RE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def _substitute(node: Any, name: str, value: Any) -> Any:
+    """``{name}`` replaced in every string; a string that is only ``{name}`` becomes the value itself."""
+    if isinstance(node, str):
+        if node == "{" + name + "}":
+            return value
+        return node.replace("{" + name + "}", str(value))
+    if isinstance(node, Mapping):
+        return {_substitute(k, name, value): _substitute(v, name, value) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, name, value) for v in node]
+    return node
+
+
+class SweepSpec(Strict):
+    """The same steps once per value of one variable (e.g. a DNS delay), ``{variable}`` substituted."""
+
+    #: One variable and its values, e.g. ``{delay_ms: [0, 25, 50]}``.
+    over: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], list[int | float | str]]
+    steps: list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _one_variable(self) -> SweepSpec:
+        if len(self.over) != 1:
+            raise ValueError("a sweep goes over exactly one variable, e.g. over: {delay_ms: [0, 50, 100]}")
+        (name, values), = self.over.items()
+        if not values:
+            raise ValueError(f"give {name} at least one value")
+        if len(set(map(str, values))) != len(values):
+            raise ValueError(f"the values of {name} repeat")
+        if not self.steps:
+            raise ValueError("a sweep needs steps")
+        for i, step in enumerate(self.steps):
+            if not isinstance(step, Mapping) or "sweep" in step:
+                raise ValueError(f"steps[{i}]: expected a step (send, client, dns, fault, ...; no sweep inside a sweep)")
+        return self
+
+    @property
+    def variable(self) -> str:
+        return next(iter(self.over))
+
+    def expanded(self) -> list[Any]:
+        """The steps for every value, validated; a client step is labelled with the value."""
+        name = self.variable
+        out: list[Any] = []
+        for value in self.over[name]:
+            for i, raw in enumerate(self.steps):
+                data = _substitute(raw, name, value)
+                if isinstance(data, Mapping) and isinstance(data.get("client"), Mapping):
+                    data = {**data, "client": {**data["client"], "labels": {
+                        **(data["client"].get("labels") or {}), name: value}}}
+                try:
+                    out.append(_STEP_ADAPTER.validate_python(data))
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(p) for p in err["loc"] if not str(p).endswith("Step"))
+                    raise ValueError(f"steps[{i}] with {name}={value}: {where}: {err['msg']}") from None
+        return out
+
+
+class SweepStep(Strict):
+    sweep: SweepSpec
+
+    @model_validator(mode="after")
+    def _expands(self) -> SweepStep:
+        self.sweep.expanded()  # every substituted step must be a valid step
+        return self
+
+
+STEP_KINDS["sweep"] = SweepStep
+_STEP_ADAPTER: TypeAdapter[Any] = TypeAdapter(Step)
+
+ScenarioStep = Annotated[
+    Annotated[SendStep, Tag("send")]
+    | Annotated[StopStep, Tag("stop")]
+    | Annotated[StartStep, Tag("start")]
+    | Annotated[StopServiceStep, Tag("stop_service")]
+    | Annotated[StartServiceStep, Tag("start_service")]
+    | Annotated[FlushStep, Tag("flush")]
+    | Annotated[SettleStep, Tag("settle")]
+    | Annotated[DnsStep, Tag("dns")]
+    | Annotated[ClientStep, Tag("client")]
+    | Annotated[FaultStep, Tag("fault")]
+    | Annotated[SweepStep, Tag("sweep")],
     Discriminator(
         _single_key(STEP_KINDS),
         custom_error_type="step_kind",
@@ -420,6 +617,8 @@ class DnsQueryCheck(Strict):
     type: list[str] | None = None
     rcode: str | None = None
     rule: str | None = None  # the behaviour rule that answered
+    #: Only queries made while this client step ran.
+    step: Name | None = None
     count: int | None = Field(None, ge=0)
     min: int | None = Field(None, ge=0)
     max: int | None = Field(None, ge=0)
@@ -434,6 +633,38 @@ class DnsQueryCheck(Strict):
 
 class DnsExpect(Expectation):
     dns: DnsQueryCheck
+
+
+class ClientCheck(Strict):
+    """What client steps saw; ``step`` may be a glob (``mac-v6only-*``) narrowed by ``labels``."""
+
+    step: str
+    #: Only the matched steps whose labels have one of these values (e.g. ``{delay_ms: [300, 1000]}``).
+    labels: dict[str, list[int | float | str]] = Field(default_factory=dict)
+    ok: bool | None = None  # the action worked: message accepted, mailbox fetched, connected
+    connected: bool | None = None
+    family: Literal["ipv4", "ipv6"] | None = None  # of the connection that worked
+    #: The server it got to: a lab host's name (any of its addresses) or an address.
+    address: str | None = None
+    attempts: int | None = Field(None, ge=0)
+    min_attempts: int | None = Field(None, ge=0)
+    max_attempts: int | None = Field(None, ge=0)
+    within_ms: float | None = Field(None, ge=0)  # the whole step, resolving included
+    after_ms: float | None = Field(None, ge=0)  # ... took at least this long (it waited)
+    #: The families of the resolver's answer, in order (``[ipv6, ipv4]``; ``[]``: no address).
+    resolved: list[Literal["ipv4", "ipv6"]] | None = None
+    resolver_error: str | None = None  # e.g. EAI_NONAME
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class ClientExpect(Expectation):
+    client: ClientCheck
 
 
 class MailboxCheck(Strict):
@@ -473,14 +704,15 @@ class LogExpect(Expectation):
     log: LogCheck
 
 
-EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log")
+EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client")
 
 Expect = Annotated[
     Annotated[MessageExpect, Tag("message")]
     | Annotated[DnsExpect, Tag("dns")]
     | Annotated[MailboxExpect, Tag("mailbox")]
     | Annotated[QueueExpect, Tag("queue")]
-    | Annotated[LogExpect, Tag("log")],
+    | Annotated[LogExpect, Tag("log")]
+    | Annotated[ClientExpect, Tag("client")],
     Discriminator(
         _single_key(EXPECT_KINDS),
         custom_error_type="expect_kind",
@@ -507,7 +739,7 @@ class Topology(Strict):
     hosts: dict[Name, Host]
     domains: dict[str, Domain] = Field(default_factory=dict)
     dns: DnsSettings = DnsSettings()
-    scenario: list[Step] = Field(default_factory=list)
+    scenario: list[ScenarioStep] = Field(default_factory=list)
     expect: list[Expect] = Field(default_factory=list)
     variants: dict[Name, Variant] = Field(default_factory=dict)
     #: Filled in by the loader: the variant this model describes.
@@ -546,8 +778,29 @@ class Topology(Strict):
             return None
         return min(dom.mx.items(), key=lambda kv: kv[1])[0]
 
+    def steps(self) -> list[Step]:
+        """The scenario as it runs: every sweep expanded into its steps."""
+        out: list[Step] = []
+        for step in self.scenario:
+            out += step.sweep.expanded() if isinstance(step, SweepStep) else [step]
+        return out
+
+    def step_origins(self) -> list[tuple[int, ...]]:
+        """For each of ``steps()``: where the user wrote it (scenario index, and inside a sweep, its step)."""
+        out: list[tuple[int, ...]] = []
+        for i, step in enumerate(self.scenario):
+            if isinstance(step, SweepStep):
+                n = len(step.sweep.steps)
+                out += [(i, j % n) for j in range(n * len(step.sweep.over[step.sweep.variable]))]
+            else:
+                out.append((i,))
+        return out
+
     def messages(self) -> dict[str, SendSpec]:
-        return {s.send.id: s.send for s in self.scenario if isinstance(s, SendStep)}
+        return {s.send.id: s.send for s in self.steps() if isinstance(s, SendStep)}
+
+    def client_steps(self) -> dict[str, ClientSpec]:
+        return {s.client.id: s.client for s in self.steps() if isinstance(s, ClientStep)}
 
 
 __all__ = [
@@ -588,6 +841,19 @@ __all__ = [
     "SettleStep",
     "DnsStepSpec",
     "DnsStep",
+    "ClientAction",
+    "ClientProtocol",
+    "PROTOCOL_PORTS",
+    "RESOLVERS",
+    "ClientSpec",
+    "ClientStep",
+    "FaultSetting",
+    "FaultSpec",
+    "FaultStep",
+    "SweepSpec",
+    "SweepStep",
+    "ScenarioStep",
+    "IMAGE_SUITES",
     "STEP_KINDS",
     "Step",
     "MessageState",
@@ -595,6 +861,8 @@ __all__ = [
     "MessageExpect",
     "DnsQueryCheck",
     "DnsExpect",
+    "ClientCheck",
+    "ClientExpect",
     "MailboxCheck",
     "MailboxExpect",
     "QueueCheck",
