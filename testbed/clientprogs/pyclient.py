@@ -121,6 +121,11 @@ def _text(b: bytes | str) -> str:
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else b
 
 
+def _err(e: BaseException) -> str:
+    """imaplib and poplib raise their errors with the server's bytes: the text of them."""
+    return _text(e.args[0]) if e.args and isinstance(e.args[0], (bytes, str)) else str(e)
+
+
 def _smtp_reply(code: int, msg: bytes | str) -> str:
     lines = _text(msg).splitlines() or [""]
     return "\n".join(f"{code}{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines))
@@ -201,7 +206,7 @@ def imap_session(args: argparse.Namespace, s: Session, cls: type) -> dict[str, A
     try:
         imap = cls(args.server, args.port, timeout=args.timeout)
     except imaplib.IMAP4.error as e:
-        raise Failed(str(e)) from None
+        raise Failed(_err(e)) from None
     s.connected(imap.sock)
     greeting = _text(imap.welcome)
     s.got(greeting)
@@ -214,8 +219,8 @@ def imap_session(args: argparse.Namespace, s: Session, cls: type) -> dict[str, A
     try:
         typ, data = imap.login(args.user, args.password)
     except imaplib.IMAP4.error as e:
-        s.got(f"NO {e}")
-        raise Failed(f"LOGIN: {e}") from None
+        s.got(f"NO {_err(e)}")
+        raise Failed(f"NO {_err(e)}") from None
     login = f"{typ} {_text(data[0]) if data and data[0] else ''}".strip()
     s.got(login)
     s.sent("SELECT INBOX (read-only: EXAMINE)")
@@ -246,7 +251,7 @@ def pop3_session(args: argparse.Namespace, s: Session, cls: type) -> dict[str, A
     try:
         pop = cls(args.server, args.port, timeout=args.timeout)
     except poplib.error_proto as e:
-        raise Failed(_text(e.args[0]) if e.args else str(e)) from None
+        raise Failed(_err(e)) from None
     s.connected(pop.sock)
     greeting = _text(pop.getwelcome())
     s.got(greeting)
@@ -260,7 +265,7 @@ def pop3_session(args: argparse.Namespace, s: Session, cls: type) -> dict[str, A
         s.sent("PASS ****")
         login = _text(pop.pass_(args.password))
     except poplib.error_proto as e:
-        reply = _text(e.args[0]) if e.args else str(e)
+        reply = _err(e)
         s.got(reply)
         raise Failed(reply) from None
     s.got(login)
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as e:
         result = {"ok": False, "reply": e.reply}
     except (OSError, EOFError, smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto, ValueError) as e:
-        error = f"{type(e).__name__}: {e}"
+        error = f"{type(e).__name__}: {_err(e)}"
         session.note(error)
         result = {"ok": False, "reply": error}
     out: dict[str, Any] = {

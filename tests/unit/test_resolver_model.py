@@ -238,3 +238,39 @@ def test_cli_prints_one_json_object(dns: LabDNSServer, tmp_path: Path) -> None:
                         "127.0.0.1", "--port", str(dns.port), "--timeout", "20"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and json.loads(p.stdout)["error"] == "EAI_NONAME"
+
+
+# -- recorded runs in a real lab (tests/data/clients/python/README.md) ---------------
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "clients" / "python" / "bookworm"
+
+
+def recorded_model_run(case: str) -> dict:
+    rec = json.loads((RECORDED / f"{case}.json").read_text())
+    return json.loads(rec["stdout"])
+
+
+@pytest.mark.parametrize(("case", "addresses", "error"), [
+    ("resolver-model-no-rules", ["2001:db8:1::30", "198.18.1.30"], None),
+    ("resolver-model-empty-a-first-30ms", ["2001:db8:2::20"], None),
+    ("resolver-model-empty-a-first-300ms", [], "EAI_NONAME"),
+    ("resolver-model-aaaa-late-150ms", ["198.18.1.30"], None),
+    ("resolver-model-aaaa-late-150ms-code-rule", ["198.18.1.30"], None),
+    ("resolver-model-a-late-300ms", ["2001:db8:1::30", "198.18.1.30"], None),
+    ("resolver-model-no-answer", [], "EAI_NONAME"),
+])
+def test_recorded_lab_runs_replay_through_the_core(case: str, addresses: list[str], error: str | None) -> None:
+    out = recorded_model_run(case)
+    assert (out["addresses"], out["error"]) == (addresses, error)
+    # The pure core, fed the recorded arrival times, decides the same.
+    start = min(q["sent"] for q in out["queries"])
+    replies = [Reply(q["type"], (q["answered"] - start) * 1000.0, q["rcode"], tuple(q["addresses"]), q["truncated"])
+               for q in out["queries"] if q["answered"] is not None]
+    d = decide(replies, out["timeout_s"] * 1000.0, out["rule"])
+    assert list(d.addresses) == addresses and d.error == error
+    assert [q["type"] for q in out["queries"] if q["used"]] == sorted(d.used)
+
+
+def test_recorded_glibc_control_keeps_the_late_aaaa() -> None:
+    rec = json.loads((RECORDED / "resolver-glibc-empty-a-first-300ms.json").read_text())
+    assert rec["rc"] == 0 and rec["stdout"].split()[0] == "2001:db8:2::20"
