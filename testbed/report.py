@@ -174,6 +174,7 @@ def client_blocks(clients: list[ClientResult]) -> list[Text]:
         got = r.connected
         head = Text(f" {r.id}: ", style="bold")
         head.append(f"{_who(r)} on {r.host}, {r.action} over {r.protocol} to {r.server}")
+        head.append(f"  (connect timeout {r.timeout_s:g} s per attempt: timing.client_timeout, compressed)", style="dim")
         out.append(head)
         resolved = ", ".join(r.resolved) or (r.resolver_error or "nothing")
         out.append(Text(f"   resolved: {resolved}"))
