@@ -21,7 +21,9 @@ import docker
 import docker.errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbed import imagenames as N  # noqa: E402
 from testbed import images as I  # noqa: E402
+from testbed import recipes as R  # noqa: E402
 
 NOOP_TARGET_S = 5.0
 
@@ -83,7 +85,7 @@ def noop_runs(suite: str, images_dir: Path, runs: int) -> list[float]:
 def smoke(client: docker.DockerClient, name: str, suite: str) -> tuple[bool, str]:
     """Run the image's check command with no network; the container is always removed."""
     cmd = SMOKE.get(name, ["true"])
-    container = client.containers.create(I.image_tag(name, suite), cmd, network_mode="none",
+    container = client.containers.create(N.image_tag(name, suite), cmd, network_mode="none",
                                          labels={"testbed.bench": "smoke"})
     try:
         container.start()
@@ -96,26 +98,26 @@ def smoke(client: docker.DockerClient, name: str, suite: str) -> tuple[bool, str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", action="append", choices=I.SUITES, help="repeatable; default bookworm")
+    ap.add_argument("--suite", action="append", choices=N.SUITES, help="repeatable; default bookworm")
     ap.add_argument("--clean", action="store_true", help="delete the suite's testbed/* images first")
     ap.add_argument("--noop-runs", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="run a check command in every image")
-    ap.add_argument("--images-dir", type=Path, default=I.default_images_dir())
+    ap.add_argument("--images-dir", type=Path, default=N.default_images_dir())
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream full build logs")
     args = ap.parse_args()
 
     client = I.docker_client()
-    order = I.resolve_order(I.discover_images(args.images_dir))
+    order = R.resolve_order(R.discover_images(args.images_dir))
     report: dict[str, dict] = {}
     ok = True
-    for suite in args.suite or [I.DEFAULT_SUITE]:
+    for suite in args.suite or [N.DEFAULT_SUITE]:
         print(f"== {suite}")
         if args.clean:
             clean(client, order, suite)
         builds = cold_builds(order, suite, args.images_dir, args.verbose)
         noop = noop_runs(suite, args.images_dir, args.noop_runs)
-        sizes = {n: client.api.inspect_image(I.image_tag(n, suite))["Size"] for n in order}
+        sizes = {n: client.api.inspect_image(N.image_tag(n, suite))["Size"] for n in order}
         smokes = {n: smoke(client, n, suite) for n in order} if args.smoke else {}
         report[suite] = {"builds": builds, "noop_seconds": noop, "sizes": sizes,
                          "smoke": {n: {"ok": s[0], "output": s[1]} for n, s in smokes.items()}}
@@ -137,6 +139,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except I.ImageError as exc:  # build failures already carry the log tail
+    except N.ImageError as exc:  # build failures already carry the log tail
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -363,7 +363,7 @@ def down(run_id: str | None, everything: bool, everyone: bool) -> None:
                                            scope=scope_labels() if scoped else ())
     out.print(f"removed {containers} container(s) and {networks} network(s)")
     if everything:
-        from .images import remove_stale_scratch
+        from .rootfs import remove_stale_scratch
 
         for stale in remove_stale_scratch():
             out.print(f"removed {stale}, a Debian rootfs left by a killed image build", highlight=False)
@@ -589,7 +589,7 @@ def doctor() -> None:
     import shutil
 
     from . import engine_check, fabric
-    from .images import image_tag
+    from .imagenames import image_tag
     from .model import Pools
     from .preflight import check_pools, host_reserved
 
@@ -618,7 +618,8 @@ def doctor() -> None:
 
 def _base_source_lines(client: Any, have_debootstrap: bool) -> list[str]:
     """How testbed/debian can be had here: the registry (asked through the engine) or debootstrap."""
-    from .images import DEFAULT_SUITE, probe_registry
+    from .imagenames import DEFAULT_SUITE
+    from .images import probe_registry
     from .imagesource import ENV_SOURCE, SourceKind, settings_from_env
 
     settings = settings_from_env()

@@ -33,7 +33,8 @@ import docker
 import docker.errors
 
 from .errors import LabError
-from .images import LABEL_IMAGE, LABEL_SUITE, SUITES, default_images_dir, ensure_images, image_tag
+from .imagenames import SUITES, default_images_dir, image_tag
+from .images import LABEL_IMAGE, LABEL_SUITE, ensure_images
 
 LABEL_ENGINE = "testbed.engine"  # the engine's name, on its container and volume
 LABEL_ENGINE_SUITE = "testbed.engine.suite"

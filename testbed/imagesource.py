@@ -9,7 +9,7 @@ Why it looks like this:
   timeout, and falls back to debootstrap with one progress line saying why. The engine,
   not this process, talks to the registry: it may have a registry mirror or a proxy.
 * This module is pure (settings, decisions, hash data, messages); ``testbed.images``
-  makes the Docker calls.
+  and ``testbed.rootfs`` make the Docker calls.
 * The source is part of the debian image's content hash: the reference and the pulled
   image's id, so a changed upstream image rebuilds everything on top of it. The
   debootstrap hash data is exactly what it was before registries were supported, so

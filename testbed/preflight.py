@@ -110,9 +110,7 @@ def _resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Reserved]:
 
 def _mirrors() -> list[Reserved]:
     """Addresses of the package mirrors in the host's apt sources (images are built from them)."""
-    from .images import (
-        read_apt_sources,  # local: the image pipeline owns apt-source parsing
-    )
+    from .aptsources import read_apt_sources  # local: the image pipeline owns apt-source parsing
 
     hosts = set()
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from testbed import imagenames as N
 from testbed import images as I
 from testbed.imagesource import BaseSettings, ImageSourceError, SourceKind
 
@@ -105,7 +106,7 @@ def stand_in(docker_client, registry) -> Iterator[tuple[str, str]]:
     Its apt sources are this machine's mirror, so the builder's ``apt-get`` works
     here just as the real registry image's own sources do elsewhere.
     """
-    local_id = I.ensure_images([I.DEBIAN_IMAGE], SUITE)[I.DEBIAN_IMAGE]
+    local_id = I.ensure_images([N.DEBIAN_IMAGE], SUITE)[N.DEBIAN_IMAGE]
     repository = f"{registry}/stand-in/debian"
     try:
         _push(docker_client, local_id, repository)
@@ -119,7 +120,7 @@ def stand_in(docker_client, registry) -> Iterator[tuple[str, str]]:
 def own_prefix(monkeypatch: pytest.MonkeyPatch, docker_client) -> Iterator[str]:
     """A prefix of this test's own, so the shared testbed/* images are never touched."""
     prefix = f"testbed-regtest-{secrets.token_hex(4)}"
-    monkeypatch.setenv(I.ENV_PREFIX, prefix)
+    monkeypatch.setenv(N.ENV_PREFIX, prefix)
     try:
         yield prefix
     finally:
@@ -130,11 +131,11 @@ def own_prefix(monkeypatch: pytest.MonkeyPatch, docker_client) -> Iterator[str]:
 
 def test_base_is_pulled_labelled_and_then_skipped(docker_client, stand_in, own_prefix: str) -> None:
     repository, stand_in_id = stand_in
-    shared_before = docker_client.api.inspect_image(f"{I.IMAGE_PREFIX}/debian:{SUITE}")["Id"]
+    shared_before = docker_client.api.inspect_image(f"{N.IMAGE_PREFIX}/debian:{SUITE}")["Id"]
     base = BaseSettings(SourceKind.AUTO, repository)
     messages: list[str] = []
-    built = I.ensure_images([I.DEBIAN_IMAGE], SUITE, base=base, progress=lambda _n, m: messages.append(m))
-    debian_id = built[I.DEBIAN_IMAGE]
+    built = I.ensure_images([N.DEBIAN_IMAGE], SUITE, base=base, progress=lambda _n, m: messages.append(m))
+    debian_id = built[N.DEBIAN_IMAGE]
 
     attrs = docker_client.api.inspect_image(f"{own_prefix}/debian:{SUITE}")
     labels = attrs["Config"]["Labels"]
@@ -142,16 +143,16 @@ def test_base_is_pulled_labelled_and_then_skipped(docker_client, stand_in, own_p
     assert labels["testbed.base-source"] == "registry", messages
     assert labels["testbed.base-reference"] == f"{repository}:{SUITE}"
     assert labels["testbed.base-image-id"] == stand_in_id  # pushed and pulled back: the same image
-    assert (labels[I.LABEL_IMAGE], labels[I.LABEL_SUITE]) == (I.DEBIAN_IMAGE, SUITE)
+    assert (labels[I.LABEL_IMAGE], labels[I.LABEL_SUITE]) == (N.DEBIAN_IMAGE, SUITE)
     assert f"{own_prefix}/debian:{SUITE}-{labels[I.LABEL_HASH][:12]}" in attrs["RepoTags"]
     assert any(m.startswith(f"pulling {repository}:{SUITE}") for m in messages)
     assert attrs["Config"]["Env"] and "LANG=C.UTF-8" in attrs["Config"]["Env"]
 
     again: list[str] = []
-    assert I.ensure_images([I.DEBIAN_IMAGE], SUITE, base=base, progress=lambda _n, m: again.append(m)) == built
+    assert I.ensure_images([N.DEBIAN_IMAGE], SUITE, base=base, progress=lambda _n, m: again.append(m)) == built
     assert f"{own_prefix}/debian:{SUITE} up to date" in again
     assert not any(m.startswith("building ") for m in again)
-    assert docker_client.api.inspect_image(f"{I.IMAGE_PREFIX}/debian:{SUITE}")["Id"] == shared_before
+    assert docker_client.api.inspect_image(f"{N.IMAGE_PREFIX}/debian:{SUITE}")["Id"] == shared_before
 
 
 def test_forced_registry_errors_come_from_the_real_engine(registry, own_prefix: str) -> None:
@@ -160,5 +161,5 @@ def test_forced_registry_errors_come_from_the_real_engine(registry, own_prefix: 
              (closed, "connection refused")]
     for repository, needle in cases:
         with pytest.raises(ImageSourceError, match=needle) as err:
-            I.ensure_images([I.DEBIAN_IMAGE], SUITE, base=BaseSettings(SourceKind.REGISTRY, repository))
+            I.ensure_images([N.DEBIAN_IMAGE], SUITE, base=BaseSettings(SourceKind.REGISTRY, repository))
         assert "TESTBED_DEBIAN_IMAGE=" in str(err.value)

@@ -1,4 +1,4 @@
-"""Unit tests for testbed.images: no Docker, no network, no root."""
+"""Unit tests for the image pipeline (images, recipes, aptsources, rootfs): no Docker, no network, no root."""
 
 from __future__ import annotations
 
@@ -14,9 +14,28 @@ from typing import Any
 import docker.errors
 import pytest
 
+from testbed import debianrecipe, rootfs
 from testbed import images as I
+from testbed.aptsources import (
+    DebianMirror,
+    find_mirror,
+    parse_deb822_sources,
+    parse_one_line_sources,
+    read_apt_sources,
+    select_mirror,
+)
 from testbed.buildgraph import Cancelled
-from testbed.imagesource import BaseSettings, BaseSource, ImageSourceError, SourceKind
+from testbed.imagenames import ENV_PREFIX, LOG_TAIL_LINES, ImageBuildError, ImageError, image_tag
+from testbed.imagesource import REGISTRY_TIMEOUT, BaseSettings, BaseSource, ImageSourceError, SourceKind
+from testbed.recipes import (
+    content_hashes,
+    context_entries,
+    discover_images,
+    parse_parent,
+    resolve_order,
+    write_context_tar,
+    write_registry_context,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,14 +113,14 @@ def repo(tmp_path: Path) -> Path:
 
 
 def hashes(repo: Path, suite: str = "bookworm") -> dict[str, str]:
-    return I.content_hashes(I.discover_images(repo / "images"), None, suite)
+    return content_hashes(discover_images(repo / "images"), None, suite)
 
 
 # ----------------------------------------------------------------- apt sources
 
 
 def test_one_line_sources_parsed_with_options_and_comments() -> None:
-    src = I.parse_one_line_sources(ONE_LINE, origin="x.list")
+    src = parse_one_line_sources(ONE_LINE, origin="x.list")
     assert [s.types[0] for s in src] == ["deb", "deb-src", "deb", "deb", "deb"]
     first = src[0]
     assert first.uris == ("http://mirror.example.org/debian",)
@@ -112,14 +131,14 @@ def test_one_line_sources_parsed_with_options_and_comments() -> None:
 
 
 def test_one_line_mirror_selection() -> None:
-    mirror = I.select_mirror(I.parse_one_line_sources(ONE_LINE))
+    mirror = select_mirror(parse_one_line_sources(ONE_LINE))
     assert mirror.url == "http://mirror.example.org/debian"
     assert mirror.security_url == "http://security.example.org/debian-security"
     assert mirror.updates
 
 
 def test_deb822_parsed_with_multiline_fields_and_enabled_no() -> None:
-    src = I.parse_deb822_sources(DEB822, origin="debian.sources")
+    src = parse_deb822_sources(DEB822, origin="debian.sources")
     assert len(src) == 3
     assert src[0].types == ("deb", "deb-src")
     assert src[0].suites == ("bookworm", "bookworm-updates")
@@ -128,7 +147,7 @@ def test_deb822_parsed_with_multiline_fields_and_enabled_no() -> None:
 
 
 def test_deb822_mirror_selection_skips_disabled_and_strips_slash() -> None:
-    mirror = I.select_mirror(I.parse_deb822_sources(DEB822))
+    mirror = select_mirror(parse_deb822_sources(DEB822))
     assert mirror.url == "http://mirror.example.org/debian"
     assert mirror.security_url == "http://security.example.org/debian-security"
     assert mirror.updates
@@ -139,7 +158,7 @@ def test_read_apt_sources_reads_only_what_apt_reads(tmp_path: Path) -> None:
     write(tmp_path / "sources.list.d/debian.sources", DEB822)
     write(tmp_path / "sources.list.d/extra.list", "deb http://two.example.org/debian trixie main\n")
     write(tmp_path / "sources.list.d/old.list.disabled", "deb http://no.example.org/debian sid main\n")
-    uris = {u for s in I.read_apt_sources(tmp_path) for u in s.uris}
+    uris = {u for s in read_apt_sources(tmp_path) for u in s.uris}
     assert "http://one.example.org/debian" in uris
     assert "http://two.example.org/debian" in uris
     assert "http://security.example.org/debian-security" in uris
@@ -148,19 +167,19 @@ def test_read_apt_sources_reads_only_what_apt_reads(tmp_path: Path) -> None:
 
 def test_missing_sources_list_is_fine(tmp_path: Path) -> None:
     write(tmp_path / "sources.list.d/debian.sources", DEB822)
-    assert I.find_mirror(tmp_path).url == "http://mirror.example.org/debian"
+    assert find_mirror(tmp_path).url == "http://mirror.example.org/debian"
 
 
 def test_no_debian_source_is_a_clear_error() -> None:
-    src = I.parse_deb822_sources(THIRD_PARTY)
-    src += I.parse_one_line_sources("deb http://archive.example.com/ubuntu jammy main\n")
-    with pytest.raises(I.ImageError, match="TESTBED_MIRROR"):
-        I.select_mirror(src)
+    src = parse_deb822_sources(THIRD_PARTY)
+    src += parse_one_line_sources("deb http://archive.example.com/ubuntu jammy main\n")
+    with pytest.raises(ImageError, match="TESTBED_MIRROR"):
+        select_mirror(src)
 
 
 def test_no_security_source_means_none() -> None:
-    src = I.parse_one_line_sources("deb http://mirror.example.org/debian bookworm main\n")
-    mirror = I.select_mirror(src)
+    src = parse_one_line_sources("deb http://mirror.example.org/debian bookworm main\n")
+    mirror = select_mirror(src)
     assert mirror.security_url is None
     assert not mirror.updates
     assert mirror.sources_list("trixie") == "deb http://mirror.example.org/debian trixie main\n"
@@ -170,7 +189,7 @@ def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "sources.list.d/debian.sources", DEB822)
     monkeypatch.setenv("TESTBED_MIRROR", "http://other.example.org/debian/")
     monkeypatch.setenv("TESTBED_SECURITY_MIRROR", "")
-    mirror = I.find_mirror(tmp_path)
+    mirror = find_mirror(tmp_path)
     assert mirror.url == "http://other.example.org/debian"
     assert mirror.security_url is None
 
@@ -178,11 +197,11 @@ def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_override_works_without_any_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESTBED_MIRROR", "http://other.example.org/debian")
     monkeypatch.delenv("TESTBED_SECURITY_MIRROR", raising=False)
-    assert I.find_mirror(tmp_path).url == "http://other.example.org/debian"
+    assert find_mirror(tmp_path).url == "http://other.example.org/debian"
 
 
 def test_sources_list_for_image_uses_image_suite() -> None:
-    mirror = I.DebianMirror("http://mirror.example.org/debian", "http://security.example.org/ds", True)
+    mirror = DebianMirror("http://mirror.example.org/debian", "http://security.example.org/ds", True)
     assert mirror.sources_list("trixie").splitlines() == [
         "deb http://mirror.example.org/debian trixie main",
         "deb http://mirror.example.org/debian trixie-updates main",
@@ -194,7 +213,7 @@ def test_sources_list_for_image_uses_image_suite() -> None:
 
 
 def test_discovery_and_parents(repo: Path) -> None:
-    recipes = I.discover_images(repo / "images")
+    recipes = discover_images(repo / "images")
     assert set(recipes) == {"debian", "base", "mta", "dns"}
     assert recipes["debian"].parent is None
     assert recipes["base"].parent == "debian"
@@ -203,12 +222,12 @@ def test_discovery_and_parents(repo: Path) -> None:
 
 
 def test_build_order_is_parents_first(repo: Path) -> None:
-    recipes = I.discover_images(repo / "images")
-    assert I.resolve_order(recipes, ["mta"]) == ["debian", "base", "mta"]
-    order = I.resolve_order(recipes)
+    recipes = discover_images(repo / "images")
+    assert resolve_order(recipes, ["mta"]) == ["debian", "base", "mta"]
+    order = resolve_order(recipes)
     assert order.index("debian") < order.index("base") < order.index("dns")
-    with pytest.raises(I.ImageError, match="unknown image"):
-        I.resolve_order(recipes, ["nope"])
+    with pytest.raises(ImageError, match="unknown image"):
+        resolve_order(recipes, ["nope"])
 
 
 @pytest.mark.parametrize("text,parent", [
@@ -217,7 +236,7 @@ def test_build_order_is_parents_first(repo: Path) -> None:
     ("ARG SUITE\nFROM --platform=linux/amd64 \\\n  testbed/x-y_1:${SUITE}\n", "x-y_1"),
 ])
 def test_parse_parent(text: str, parent: str) -> None:
-    assert I.parse_parent(text) == parent
+    assert parse_parent(text) == parent
 
 
 @pytest.mark.parametrize("text,msg", [
@@ -227,8 +246,8 @@ def test_parse_parent(text: str, parent: str) -> None:
     ("ARG SUITE\nRUN true\n", "no FROM"),
 ])
 def test_parse_parent_rejects(text: str, msg: str) -> None:
-    with pytest.raises(I.ImageError, match=msg):
-        I.parse_parent(text)
+    with pytest.raises(ImageError, match=msg):
+        parse_parent(text)
 
 
 def test_all_recipe_problems_reported_together(repo: Path) -> None:
@@ -237,8 +256,8 @@ def test_all_recipe_problems_reported_together(repo: Path) -> None:
     write(repo / "images/bad3/Dockerfile", dockerfile("base"))
     write(repo / "images/bad3/context.txt", "missing/file.py\n/etc/passwd\n../outside\n")
     write(repo / "images/debian/Dockerfile", dockerfile("base"))
-    with pytest.raises(I.ImageError) as err:
-        I.discover_images(repo / "images")
+    with pytest.raises(ImageError) as err:
+        discover_images(repo / "images")
     text = str(err.value)
     for needle in ("bad1", "ghost", "missing/file.py", "/etc/passwd", "../outside", "reserved"):
         assert needle in text
@@ -247,15 +266,15 @@ def test_all_recipe_problems_reported_together(repo: Path) -> None:
 def test_cycle_detected(repo: Path) -> None:
     write(repo / "images/a/Dockerfile", dockerfile("b"))
     write(repo / "images/b/Dockerfile", dockerfile("a"))
-    with pytest.raises(I.ImageError, match="cycle"):
-        I.discover_images(repo / "images")
+    with pytest.raises(ImageError, match="cycle"):
+        discover_images(repo / "images")
 
 
 def test_real_repository_images_discover() -> None:
-    recipes = I.discover_images(REPO / "images")
+    recipes = discover_images(REPO / "images")
     assert {"debian", "base", "dns", "postfix", "client"} <= set(recipes)
     assert all(recipes[n].parent == "base" for n in ("dns", "postfix", "client"))
-    names = [e.arcname for e in I.context_entries(recipes["dns"])]
+    names = [e.arcname for e in context_entries(recipes["dns"])]
     assert "testbed/__init__.py" in names
     assert "testbed/dnsserver/__init__.py" in names
     assert not any(n.startswith("testbed/images") for n in names)
@@ -266,8 +285,8 @@ def test_real_repository_images_discover() -> None:
 
 def test_context_entries_layout(repo: Path) -> None:
     write(repo / "testbed/dnsserver/__pycache__/zone.cpython-311.pyc", "junk")
-    dns = I.discover_images(repo / "images")["dns"]
-    names = [e.arcname for e in I.context_entries(dns)]
+    dns = discover_images(repo / "images")["dns"]
+    names = [e.arcname for e in context_entries(dns)]
     assert names == sorted(names)
     assert names == [
         "Dockerfile", "context.txt", "testbed/__init__.py",
@@ -277,17 +296,17 @@ def test_context_entries_layout(repo: Path) -> None:
 
 def test_context_name_clash_is_an_error(repo: Path) -> None:
     write(repo / "images/dns/testbed/__init__.py", "clash\n")
-    dns = I.discover_images(repo / "images")["dns"]
-    with pytest.raises(I.ImageError, match="comes from both"):
-        I.context_entries(dns)
+    dns = discover_images(repo / "images")["dns"]
+    with pytest.raises(ImageError, match="comes from both"):
+        context_entries(dns)
 
 
 def test_context_tar_is_reproducible_with_normalised_modes(repo: Path) -> None:
-    base = I.discover_images(repo / "images")["base"]
+    base = discover_images(repo / "images")["base"]
     blobs = []
     for _ in range(2):
         buf = io.BytesIO()
-        I.write_context_tar(base, buf)
+        write_context_tar(base, buf)
         blobs.append(buf.getvalue())
     assert blobs[0] == blobs[1]
     with tarfile.open(fileobj=io.BytesIO(blobs[0])) as tar:
@@ -359,41 +378,41 @@ PULLED = BaseSource.registry("debian:bookworm", "sha256:" + "a" * 64)
 def test_debootstrap_hash_is_what_it_was_before_registries() -> None:
     """Pinned: a change here rebuilds every machine's images, so it must be deliberate
     (bump DEBIAN_RECIPE_VERSION or change the rootfs data, then update this value)."""
-    recipes = I.discover_images(REPO / "images")
+    recipes = discover_images(REPO / "images")
     debootstrap = BaseSource.debootstrap("debian:bookworm")
-    assert I.content_hashes(recipes, ["debian"], "bookworm", debootstrap)["debian"].startswith("2cbdbf2941a9")
-    assert I.content_hashes(recipes, ["debian"], "bookworm") == I.content_hashes(recipes, ["debian"], "bookworm", debootstrap)
+    assert content_hashes(recipes, ["debian"], "bookworm", debootstrap)["debian"].startswith("2cbdbf2941a9")
+    assert content_hashes(recipes, ["debian"], "bookworm") == content_hashes(recipes, ["debian"], "bookworm", debootstrap)
 
 
 def test_registry_hash_covers_reference_and_pulled_image(repo: Path) -> None:
-    recipes = I.discover_images(repo / "images")
-    pulled = I.content_hashes(recipes, None, "bookworm", PULLED)
-    assert pulled == I.content_hashes(recipes, None, "bookworm", PULLED)
+    recipes = discover_images(repo / "images")
+    pulled = content_hashes(recipes, None, "bookworm", PULLED)
+    assert pulled == content_hashes(recipes, None, "bookworm", PULLED)
     other_id = BaseSource.registry(PULLED.reference, "sha256:" + "b" * 64)
     other_ref = BaseSource.registry("mirror.example:5000/debian:bookworm", PULLED.pulled_id)
-    variants = [hashes(repo), pulled, I.content_hashes(recipes, None, "bookworm", other_id),
-                I.content_hashes(recipes, None, "bookworm", other_ref)]
+    variants = [hashes(repo), pulled, content_hashes(recipes, None, "bookworm", other_id),
+                content_hashes(recipes, None, "bookworm", other_ref)]
     for name in ("debian", "base", "dns"):  # a changed upstream image rebuilds everything on it
         assert len({v[name] for v in variants}) == len(variants)
 
 
 def test_registry_hash_covers_packages(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipes = I.discover_images(repo / "images")
-    h0 = I.content_hashes(recipes, ["debian"], "bookworm", PULLED)
-    monkeypatch.setattr(I, "DEBOOTSTRAP_PACKAGES", (*I.DEBOOTSTRAP_PACKAGES, "less"))
-    assert I.content_hashes(recipes, ["debian"], "bookworm", PULLED) != h0
+    recipes = discover_images(repo / "images")
+    h0 = content_hashes(recipes, ["debian"], "bookworm", PULLED)
+    monkeypatch.setattr(debianrecipe, "DEBOOTSTRAP_PACKAGES", (*debianrecipe.DEBOOTSTRAP_PACKAGES, "less"))
+    assert content_hashes(recipes, ["debian"], "bookworm", PULLED) != h0
 
 
 def test_registry_build_context_has_the_rootfs_settings_and_packages() -> None:
     buf = io.BytesIO()
-    I.write_registry_context(PULLED.pulled_id or "", buf)
+    write_registry_context(PULLED.pulled_id or "", buf)
     with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
         members = {m.name: m for m in tar.getmembers()}
         member = tar.extractfile("Dockerfile")
         assert member is not None
         text = member.read().decode()
     assert text.startswith(f"FROM {PULLED.pulled_id}\n")
-    assert all(pkg in text for pkg in I.DEBOOTSTRAP_PACKAGES)
+    assert all(pkg in text for pkg in debianrecipe.DEBOOTSTRAP_PACKAGES)
     assert "rm -rf /var/lib/apt/lists/*" in text and 'CMD ["/bin/bash"]' in text
     assert members["rootfs/usr/sbin/policy-rc.d"].mode == 0o755
     assert "rootfs/etc/apt/apt.conf.d/90testbed" in members
@@ -404,7 +423,7 @@ def test_debian_hash_ignores_mirror_but_not_packages(repo: Path, monkeypatch: py
     h0 = hashes(repo)
     monkeypatch.setenv("TESTBED_MIRROR", "http://other.example.org/debian")
     assert hashes(repo) == h0
-    monkeypatch.setattr(I, "DEBOOTSTRAP_PACKAGES", (*I.DEBOOTSTRAP_PACKAGES, "less"))
+    monkeypatch.setattr(debianrecipe, "DEBOOTSTRAP_PACKAGES", (*debianrecipe.DEBOOTSTRAP_PACKAGES, "less"))
     h1 = hashes(repo)
     assert all(h1[n] != h0[n] for n in h0)  # everything sits on debian
 
@@ -413,7 +432,7 @@ def test_debian_hash_ignores_mirror_but_not_packages(repo: Path, monkeypatch: py
 
 
 def test_build_error_message_has_name_suite_and_tail() -> None:
-    err = I.ImageBuildError("postfix", "trixie", [f"line {i}" for i in range(3)], "step failed")
+    err = ImageBuildError("postfix", "trixie", [f"line {i}" for i in range(3)], "step failed")
     assert "testbed/postfix:trixie" in str(err)
     assert "line 2" in str(err)
     assert err.image == "postfix" and err.suite == "trixie"
@@ -423,9 +442,9 @@ def test_follow_build_keeps_last_lines_and_raises() -> None:
     stream: list[dict[str, Any]] = [{"stream": f"Step {i}\n"} for i in range(100)]
     stream.append({"error": "The command '/bin/sh -c apt-get install nope' returned a non-zero code: 100"})
     seen: list[str] = []
-    with pytest.raises(I.ImageBuildError) as err:
+    with pytest.raises(ImageBuildError) as err:
         I._follow_build(stream, "client", "bookworm", lambda n, m: seen.append(m))
-    assert len(err.value.log_tail) == I.LOG_TAIL_LINES
+    assert len(err.value.log_tail) == LOG_TAIL_LINES
     assert "non-zero code" in err.value.log_tail[-1]
     assert len(seen) == 101
 
@@ -438,23 +457,23 @@ def test_follow_build_returns_aux_id() -> None:
 
 
 def test_import_result_parsing() -> None:
-    assert I._import_result_id('{"status":"sha256:0123"}\r\n') == "sha256:0123"
-    with pytest.raises(I.ImageError, match="no space"):
-        I._import_result_id('{"error":"no space left"}\n')
+    assert rootfs._import_result_id('{"status":"sha256:0123"}\r\n') == "sha256:0123"
+    with pytest.raises(ImageError, match="no space"):
+        rootfs._import_result_id('{"error":"no space left"}\n')
 
 
 def test_prerequisite_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(I.shutil, "which", lambda _: None)
-    with pytest.raises(I.ImageError, match="apt-get install debootstrap"):
-        I.check_rootfs_prerequisites("bookworm")
-    monkeypatch.setattr(I.shutil, "which", lambda _: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(I.os, "geteuid", lambda: 1000)
-    with pytest.raises(I.ImageError, match="needs root"):
-        I.check_rootfs_prerequisites("bookworm")
+    monkeypatch.setattr(rootfs.shutil, "which", lambda _: None)
+    with pytest.raises(ImageError, match="apt-get install debootstrap"):
+        rootfs.check_rootfs_prerequisites("bookworm")
+    monkeypatch.setattr(rootfs.shutil, "which", lambda _: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)
+    with pytest.raises(ImageError, match="needs root"):
+        rootfs.check_rootfs_prerequisites("bookworm")
 
 
 def test_unknown_suite_rejected(repo: Path) -> None:
-    with pytest.raises(I.ImageError, match="unknown suite"):
+    with pytest.raises(ImageError, match="unknown suite"):
         I.ensure_images(["base"], "jessie", images_dir=repo / "images", client=object())
 
 
@@ -583,21 +602,21 @@ class FakeClient:
         self.api = FakeAPI()
 
 
-REAL_BUILD_DEBIAN = I._build_debian
+REAL_BUILD_DEBIAN = rootfs.build_debian
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
     client = FakeClient()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("TESTBED_BASE_SOURCE", "TESTBED_DEBIAN_IMAGE", I.ENV_PREFIX):
+    for name in ("TESTBED_BASE_SOURCE", "TESTBED_DEBIAN_IMAGE", ENV_PREFIX):
         monkeypatch.delenv(name, raising=False)
 
     def fake_debian(cl: FakeClient, suite: str, labels: dict[str, str], progress: Any) -> str:
-        cl.api.builds.append({"tag": I.image_tag("debian", suite)})
-        return cl.api.add(I.image_tag("debian", suite), labels)
+        cl.api.builds.append({"tag": image_tag("debian", suite)})
+        return cl.api.add(image_tag("debian", suite), labels)
 
-    monkeypatch.setattr(I, "_build_debian", fake_debian)
+    monkeypatch.setattr(I, "build_debian", fake_debian)
     return client
 
 
@@ -693,7 +712,7 @@ def test_no_registry_falls_back_to_debootstrap_with_one_visible_line(repo: Path,
     assert [m for m in messages if m.startswith("source:")] == [
         "source: debootstrap; registry image debian:bookworm not available (dial tcp: lookup registry: no such host)"
     ]
-    assert fake.api.probe_timeouts == [I.REGISTRY_TIMEOUT] and fake.api.timeout == 3600
+    assert fake.api.probe_timeouts == [REGISTRY_TIMEOUT] and fake.api.timeout == 3600
 
 
 def test_registry_pull_builds_debian_with_labels_then_skips(repo: Path, fake: FakeClient) -> None:
@@ -757,9 +776,9 @@ def test_configured_repository_is_pulled(repo: Path, fake: FakeClient, monkeypat
 
 
 def test_no_registry_and_no_root_names_every_fix(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(I, "_build_debian", REAL_BUILD_DEBIAN)
-    monkeypatch.setattr(I.shutil, "which", lambda _: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(I.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(I, "build_debian", REAL_BUILD_DEBIAN)
+    monkeypatch.setattr(rootfs.shutil, "which", lambda _: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)
     with pytest.raises(ImageSourceError) as err:
         I.ensure_images(["debian"], "bookworm", images_dir=repo / "images", client=fake)
     text = str(err.value)
@@ -770,35 +789,35 @@ def test_no_registry_and_no_root_names_every_fix(repo: Path, fake: FakeClient, m
 
 
 def test_no_apt_sources_names_every_fix(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(I, "_build_debian", REAL_BUILD_DEBIAN)
-    monkeypatch.setattr(I, "check_rootfs_prerequisites", lambda suite: None)
-    monkeypatch.setattr(I, "find_mirror", lambda: I.select_mirror([]))
+    monkeypatch.setattr(I, "build_debian", REAL_BUILD_DEBIAN)
+    monkeypatch.setattr(rootfs, "check_rootfs_prerequisites", lambda suite: None)
+    monkeypatch.setattr(rootfs, "find_mirror", lambda: select_mirror([]))
     with pytest.raises(ImageSourceError, match="no Debian mirror found.*TESTBED_MIRROR.*Fixes: either"):
         I.ensure_images(["debian"], "bookworm", images_dir=repo / "images", client=fake)
 
 
 def test_image_prefix_keeps_images_apart(repo: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     theirs = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
-    monkeypatch.setenv(I.ENV_PREFIX, "tb-test")
+    monkeypatch.setenv(ENV_PREFIX, "tb-test")
     for i in range(I.CACHE_KEEP + 2):  # enough builds to make prune_cache remove some
         write(repo / "images/base/tb-init", f"#!/bin/sh\n# {i}\n", 0o755)
         ours = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)
     assert ours["debian"] != theirs["debian"]
     assert fake.api.builds[-1]["tag"] == "tb-test/base:bookworm"
     assert fake.api.builds[-1]["dockerfile"].startswith("ARG SUITE\nFROM tb-test/debian:${SUITE}")
-    monkeypatch.delenv(I.ENV_PREFIX)
+    monkeypatch.delenv(ENV_PREFIX)
     for name in ("debian", "base"):
         assert fake.api.inspect_image(f"testbed/{name}:bookworm")["Id"] == theirs[name]
 
 
 def test_bad_image_prefix_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(I.ENV_PREFIX, "Bad/Prefix")
-    with pytest.raises(I.ImageError, match="TESTBED_IMAGE_PREFIX='Bad/Prefix'"):
-        I.image_tag("debian", "bookworm")
+    monkeypatch.setenv(ENV_PREFIX, "Bad/Prefix")
+    with pytest.raises(ImageError, match="TESTBED_IMAGE_PREFIX='Bad/Prefix'"):
+        image_tag("debian", "bookworm")
 
 
 def test_debootstrap_script_uses_sid_for_a_suite_newer_than_debootstrap(tmp_path: Path) -> None:
-    from testbed.images import debootstrap_script
+    from testbed.rootfs import debootstrap_script
 
     scripts = tmp_path / "scripts"
     scripts.mkdir()
@@ -823,7 +842,7 @@ def test_siblings_build_side_by_side_with_the_same_results(repo: Path, fake: Fak
 
     fake.api.build = build  # type: ignore[method-assign]
     ids = I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
-    assert list(ids) == I.resolve_order(I.discover_images(repo / "images"))
+    assert list(ids) == resolve_order(discover_images(repo / "images"))
     assert sorted(built_tags(fake)[2:]) == ["testbed/dns:bookworm", "testbed/mta:bookworm"]
     # base alone runs in the caller's thread; its children in the pool
     assert threads["base"] == threading.current_thread().name
@@ -843,13 +862,13 @@ def test_one_build_job_builds_one_after_another(repo: Path, fake: FakeClient, mo
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_bad_build_jobs_is_a_clear_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(I.ENV_BUILD_JOBS, value)
-    with pytest.raises(I.ImageError, match="TESTBED_BUILD_JOBS"):
+    with pytest.raises(ImageError, match="TESTBED_BUILD_JOBS"):
         I.build_jobs()
 
 
 def test_one_failed_sibling_raises_its_own_build_error(repo: Path, fake: FakeClient) -> None:
     fake.api.failing = {"mta"}
-    with pytest.raises(I.ImageBuildError) as err:
+    with pytest.raises(ImageBuildError) as err:
         I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
     assert err.value.image == "mta" and "non-zero code" in str(err.value)
     assert fake.api.images({"label": [f"{I.LABEL_IMAGE}=mta"]}) == []
@@ -866,7 +885,7 @@ def test_every_failed_sibling_is_reported(repo: Path, fake: FakeClient) -> None:
 
 def test_a_failed_parent_builds_no_child(repo: Path, fake: FakeClient) -> None:
     fake.api.failing = {"base"}
-    with pytest.raises(I.ImageBuildError, match="testbed/base:bookworm"):
+    with pytest.raises(ImageBuildError, match="testbed/base:bookworm"):
         I.ensure_images(None, "bookworm", images_dir=repo / "images", client=fake)
     assert built_tags(fake) == ["testbed/debian:bookworm", "testbed/base:bookworm"]
 
@@ -892,7 +911,7 @@ def test_a_stopped_build_stops_at_the_next_line_and_closes_its_stream() -> None:
 
 
 def test_stale_rootfs_scratch_of_a_dead_build_is_removed_and_a_live_ones_kept(tmp_path: Path, monkeypatch) -> None:
-    from testbed.images import SCRATCH_OWNER, SCRATCH_PREFIX, remove_stale_scratch
+    from testbed.rootfs import SCRATCH_OWNER, SCRATCH_PREFIX, remove_stale_scratch
     from testbed.owner import process_label
 
     monkeypatch.setenv("TESTBED_TMPDIR", str(tmp_path))
