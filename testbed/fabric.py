@@ -255,7 +255,7 @@ def create_network(client: docker.DockerClient, seg: SegmentPlan, options: dict[
     configured = {
         ipaddress.ip_network(c["Subnet"], strict=False) for c in (net.attrs.get("IPAM") or {}).get("Config") or []
     }
-    wanted = {n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None}
+    wanted = set(seg.subnets)
     if configured != wanted:
         raise LabError(
             f"the engine created segment {seg.name} with subnets {sorted(map(str, configured))}, "
@@ -371,7 +371,7 @@ class Lab:
         with subnet_lock(self.client):
             self.check_cancel()
             used = [n for n, _ in docker_subnets(self.client)]
-            planned = [n for seg in self.plan.segments.values() for n in (seg.subnet_v4, seg.subnet_v6) if n]
+            planned = [n for seg in self.plan.segments.values() for n in seg.subnets]
             taken = [n for n in planned if any(n.version == u.version and n.overlaps(u) for u in used)]
             if taken:
                 self.plan = replan(used)
@@ -423,7 +423,7 @@ class Lab:
         self.check_cancel()
         options = network_options(self.plan.segments, seg.name, self.plan.caps)
         create_network(self.client, seg, options, self.plan.labels)
-        wanted = sorted(map(str, (n for n in (seg.subnet_v4, seg.subnet_v6) if n is not None)))
+        wanted = sorted(map(str, seg.subnets))
         self.progress(f"network {seg.network} ({seg.family}: {', '.join(wanted)})")
 
     def _endpoint(self, iface) -> dict:

@@ -105,6 +105,11 @@ class SegmentPlan:
     def carries(self) -> frozenset[str]:
         return frozenset(FAMILIES_OF[self.family])
 
+    @property
+    def subnets(self) -> list[IPNetwork]:
+        """The subnets the engine's network gets (an IPv4 placeholder included)."""
+        return [n for n in (self.subnet_v4, self.subnet_v6) if n is not None]
+
     def gateway(self, family: str) -> IPAddress | None:
         """The Docker bridge's own address: the machine, never a lab host."""
         net = self.subnet_v4 if family == "ipv4" else self.subnet_v6

@@ -73,7 +73,7 @@ def plan_runs(
     for topo in topologies:
         plan = plan_lab(topo, new_run_id(), caps, used, suite=suite)
         plans.append(plan)
-        used += [n for s in plan.segments.values() for n in (s.subnet_v4, s.subnet_v6) if n is not None]
+        used += [n for s in plan.segments.values() for n in s.subnets]
     return plans
 
 
