@@ -23,9 +23,10 @@ from testbed.render import host_files
 
 
 def test_registry_finds_every_adapter_with_its_role() -> None:
-    assert known_software() == ["dovecot", "exim", "linux", "postfix", "sendmail", "swaks", "testbed-dns"]
+    assert known_software() == ["curl", "dovecot", "exim", "linux", "msmtp", "postfix", "sendmail", "swaks", "testbed-dns"]
     roles = {"postfix": MtaAdapter, "exim": MtaAdapter, "sendmail": MtaAdapter, "dovecot": MailstoreAdapter,
-             "swaks": ClientAdapter, "testbed-dns": DnsAdapter, "linux": RouterAdapter}
+             "swaks": ClientAdapter, "curl": ClientAdapter, "msmtp": ClientAdapter, "testbed-dns": DnsAdapter,
+             "linux": RouterAdapter}
     for software, role in roles.items():
         adapter = adapter_for(software, role)
         assert adapter.kind == role.kind and adapter.software == software
