@@ -1,18 +1,56 @@
-"""PLACEHOLDER until the tracer branch lands (contract in /work/contract/clients.md)."""
+"""What a client did, from ``tb-trace``'s output: its lookups and its connection attempts (pure).
+
+``tb-trace`` (``images/client/tb-trace``) runs a mail client inside the client
+container with the ``tb-gai-trace.so`` getaddrinfo shim preloaded and tcpdump
+capturing the container's TCP handshakes and ICMP errors, and prints one JSON
+object. ``parse_trace`` turns that object into a ``ClientTrace``:
+
+* one ``Lookup`` per getaddrinfo call naming a host (calls without a node,
+  such as a passive bind, are not lookups);
+* one ``Attempt`` per TCP flow the client opened (its source port and the
+  server's address and port), from the packets: the first SYN starts it; a
+  SYN-ACK from the server means connected, a RST refused, an ICMP destination
+  unreachable naming the server's address unreachable. A flow without an
+  answer ends at the next attempt's start after its last SYN (the client moved
+  on: ``timeout``) or at the process's end (``timeout``, or ``unanswered``
+  when another attempt connected: it was abandoned, not given up on). The
+  packets cannot show when a client closed a socket still connecting, so for a
+  client racing families (curl's Happy Eyeballs) an unanswered first attempt
+  ends where the second starts, after the client's own delay.
+
+Malformed input raises ``ValueError`` with one message naming what is wrong.
+"""
+
 from __future__ import annotations
-from dataclasses import dataclass, field, asdict
+
+import ipaddress
+import json
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: tb-trace's output format this parser reads.
+TRACE_VERSION = 1
+#: Where the client image installs the tracer.
+TB_TRACE = "/usr/local/bin/tb-trace"
+
+RESULTS = ("connected", "refused", "timeout", "unreachable", "unanswered")
 
 
 @dataclass(frozen=True)
 class Lookup:
     name: str
+    #: Who answered: "getaddrinfo" (the system resolver, glibc), "override"
+    #: (tb-trace's override file) or "model:<name>" (a resolver model's answer).
     resolver: str
     started: float
     duration_ms: float
-    addresses: list[str]
-    error: str | None
+    addresses: list[str] = field(default_factory=list)
+    error: str | None = None
     override: bool = False
+    #: The AF_* family the caller asked for: 0 any, 2 IPv4, 10 IPv6.
+    family: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -21,14 +59,21 @@ class Lookup:
 @dataclass(frozen=True)
 class Attempt:
     address: str
-    family: str
+    family: str  # ipv4 | ipv6
     port: int
     started: float
     ended: float
-    result: str
+    result: str  # connected | refused | timeout | unreachable | unanswered
+    #: The client's source port (the flow's identity) and how many SYNs it sent.
+    source_port: int = 0
+    syns: int = 1
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended - self.started) * 1e3
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "duration_ms": round(self.duration_ms, 3)}
 
 
 @dataclass(frozen=True)
@@ -38,18 +83,270 @@ class ClientTrace:
     rc: int
     stdout: str
     stderr: str
-    lookups: list[Lookup] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
+    lookups: list[Lookup]
+    attempts: list[Attempt]
     resolver: dict[str, Any] | None = None
 
     @property
     def connected(self) -> Attempt | None:
-        return next((a for a in self.attempts if a.result == "connected"), None)
+        """The first attempt that connected (by the time its SYN-ACK came)."""
+        ok = [a for a in self.attempts if a.result == "connected"]
+        return min(ok, key=lambda a: a.ended) if ok else None
 
     @property
     def total_ms(self) -> float:
-        return (self.ended - self.started) * 1000
+        return (self.ended - self.started) * 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        connected = self.connected
+        return {
+            "started": self.started,
+            "ended": self.ended,
+            "total_ms": round(self.total_ms, 3),
+            "rc": self.rc,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "lookups": [lk.to_dict() for lk in self.lookups],
+            "attempts": [a.to_dict() for a in self.attempts],
+            "connected": connected.to_dict() if connected else None,
+            "resolver": self.resolver,
+        }
+
+
+def trace_command(
+    client_command: str,
+    *,
+    ports: tuple[int, ...] | list[int] = (25, 587, 143, 110),
+    override: str | None = None,
+    model_resolver: str | None = None,
+    name: str | None = None,
+) -> str:
+    """The shell command running ``client_command`` (an adapter's shell line) under tb-trace."""
+    args = [TB_TRACE, "--ports", ",".join(str(p) for p in ports)]
+    if override:
+        args += ["--override", override]
+    if model_resolver:
+        if not name:
+            raise ValueError("a resolver model needs the name it resolves")
+        args += ["--model-resolver", model_resolver, "--name", name]
+    args += ["--", "sh", "-c", client_command]
+    return shlex.join(args)
+
+
+# ------------------------------------------------------------------ parsing
+
+_TOP_KEYS = {"version": int, "started": (int, float), "ended": (int, float), "rc": int, "stdout": str,
+             "stderr": str, "lookups": list, "packets": list}
+
+#: "EPOCH [IFACE DIR] IP|IP6 REST" (tcpdump -tt, with -i any the interface and direction).
+_PACKET_RE = re.compile(
+    r"^(?P<t>\d+\.\d+)\s+(?:(?P<iface>\S+)\s+(?P<dir>In|Out|B|M|P)\s+)?(?P<proto>IP6?)\s+(?P<rest>.*)$"
+)
+_TCP_RE = re.compile(
+    r"^(?P<src>\S+)\.(?P<sport>\d+) > (?P<dst>\S+)\.(?P<dport>\d+): Flags \[(?P<flags>[^\]]*)\](?:, seq (?P<seq>\d+))?"
+)
+_ICMP_RE = re.compile(r"^(?P<src>\S+) > (?P<dst>\S+): (?P<icmp>ICMP6?\b.*)$")
+_ADDR_TOKEN_RE = re.compile(r"[0-9A-Fa-f:.]*[:.][0-9A-Fa-f:.]*")
+
+
+def _addr(text: str) -> str | None:
+    """The normalised address, or None if ``text`` is not one."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Flow:
+    address: str
+    port: int
+    source_port: int
+    started: float
+    last_syn: float
+    seq: str | None = None
+    syns: int = 1
+    result: str | None = None
+    ended: float | None = None
+
+
+@dataclass(frozen=True)
+class _Packet:
+    t: float
+    kind: str  # tcp | icmp
+    src: str
+    dst: str
+    sport: int = 0
+    dport: int = 0
+    flags: str = ""
+    seq: str | None = None
+    unreachable: str | None = None  # ICMP: the address it says is unreachable
+    outgoing: bool | None = None  # from -i any's direction, None if absent
+
+
+def _parse_packet(line: str) -> _Packet | None:
+    """One tcpdump line; None for lines that are not a TCP segment or an ICMP unreachable."""
+    m = _PACKET_RE.match(line)
+    if not m:
+        return None
+    t = float(m["t"])
+    direction = m["dir"]
+    outgoing = None if direction is None else direction == "Out"
+    rest = m["rest"]
+    tcp = _TCP_RE.match(rest)
+    if tcp:
+        src, dst = _addr(tcp["src"]), _addr(tcp["dst"])
+        if src is None or dst is None:
+            return None
+        return _Packet(t, "tcp", src, dst, int(tcp["sport"]), int(tcp["dport"]), tcp["flags"], tcp["seq"],
+                       outgoing=outgoing)
+    icmp = _ICMP_RE.match(rest)
+    if icmp and "unreachable" in icmp["icmp"]:
+        src, dst = _addr(icmp["src"]), _addr(icmp["dst"])
+        # The unreachable address is the first address inside the ICMP text:
+        # "ICMP host 10.2.0.25 unreachable", "ICMP6, destination unreachable, unreachable route 2001:db8::25".
+        inner = next((a for a in map(_addr, _ADDR_TOKEN_RE.findall(icmp["icmp"])) if a), None)
+        if src is None or dst is None or inner is None:
+            return None
+        return _Packet(t, "icmp", src, dst, unreachable=inner, outgoing=outgoing)
+    return None
+
+
+def _family(address: str) -> str:
+    return "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+
+
+def _attempts(packets: list[str], client_addrs: set[str], process_end: float) -> list[Attempt]:
+    mine = {a for a in map(_addr, client_addrs) if a}
+    flows: list[_Flow] = []
+    open_flows: dict[tuple[str, int, str, int], _Flow] = {}
+
+    def is_outgoing(p: _Packet) -> bool | None:
+        if p.src in mine:
+            return True
+        if p.dst in mine:
+            return False
+        return p.outgoing
+
+    for line in packets:
+        p = _parse_packet(line)
+        if p is None:
+            continue
+        out = is_outgoing(p)
+        if out is None:
+            continue
+        if p.kind == "icmp":
+            if out:
+                continue
+            for flow in open_flows.values():
+                if flow.address == p.unreachable and flow.result in (None, "unreachable") and p.t >= flow.started:
+                    flow.result, flow.ended = "unreachable", p.t
+            continue
+        syn, ack, rst = "S" in p.flags, "." in p.flags, "R" in p.flags
+        if out:
+            key = (p.src, p.sport, p.dst, p.dport)
+            if not syn or ack:
+                continue
+            flow = open_flows.get(key)
+            # The same SYN again (same sequence number) is the kernel retransmitting it,
+            # also after an ICMP error (Linux retries once after "no route"); another
+            # sequence number on the same ports is a new connection.
+            if flow is not None and (flow.result is None or (flow.result == "unreachable" and p.seq == flow.seq)):
+                flow.syns += 1
+                flow.last_syn = p.t
+                continue
+            flow = _Flow(p.dst, p.dport, p.sport, p.t, p.t, p.seq)
+            open_flows[key] = flow
+            flows.append(flow)
+        else:
+            key = (p.dst, p.dport, p.src, p.sport)
+            flow = open_flows.get(key)
+            if flow is None or flow.result is not None:
+                continue
+            if syn and ack:
+                flow.result, flow.ended = "connected", p.t
+            elif rst:
+                flow.result, flow.ended = "refused", p.t
+
+    flows.sort(key=lambda f: f.started)
+    any_connected = any(f.result == "connected" for f in flows)
+    out_attempts = []
+    for flow in flows:
+        result, ended = flow.result, flow.ended
+        if result is None:
+            later = [f.started for f in flows if f.started > flow.last_syn]
+            if later and min(later) <= process_end:
+                result, ended = "timeout", min(later)
+            else:
+                result = "unanswered" if any_connected else "timeout"
+                ended = max(process_end, flow.last_syn)
+        assert ended is not None
+        out_attempts.append(Attempt(flow.address, _family(flow.address), flow.port, flow.started, ended, result,
+                                    flow.source_port, flow.syns))
+    return out_attempts
+
+
+def _lookup(entry: Any, index: int, model: str | None) -> Lookup | None:
+    where = f"lookups[{index}]"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    if "unparsed" in entry:
+        raise ValueError(f"{where}: the shim wrote a line that is not JSON: {str(entry['unparsed'])[:80]!r}")
+    for key, kind in (("t", (int, float)), ("dur_ms", (int, float)), ("addresses", list)):
+        if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+            raise ValueError(f"{where}: {key!r} is missing or not a {'list' if kind is list else 'number'}")
+    node = entry.get("node")
+    if node is None:
+        return None
+    if not isinstance(node, str):
+        raise ValueError(f"{where}: 'node' is not a string")
+    error = entry.get("error")
+    if error is not None and not isinstance(error, str):
+        raise ValueError(f"{where}: 'error' is not a string or null")
+    if not all(isinstance(a, str) for a in entry["addresses"]):
+        raise ValueError(f"{where}: 'addresses' holds something that is not a string")
+    override = entry.get("override") is True
+    resolver = (f"model:{model}" if model else "override") if override else "getaddrinfo"
+    family = entry.get("family", 0)
+    return Lookup(node, resolver, float(entry["t"]), float(entry["dur_ms"]), list(entry["addresses"]), error,
+                  override, family if isinstance(family, int) else 0)
 
 
 def parse_trace(text: str, client_addrs: set[str]) -> ClientTrace:
-    raise ValueError("placeholder")
+    """tb-trace's JSON output -> ClientTrace; ``client_addrs`` are the client's own addresses."""
+    text = text.strip()
+    if not text:
+        raise ValueError("tb-trace printed nothing (did it fail? its stderr says why)")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"tb-trace output is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("tb-trace output is not a JSON object")
+    for key, kind in _TOP_KEYS.items():
+        if key not in data:
+            raise ValueError(f"tb-trace output has no {key!r}")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise ValueError(f"tb-trace output: {key!r} has the wrong type ({type(data[key]).__name__})")
+    if data["version"] != TRACE_VERSION:
+        raise ValueError(f"tb-trace output version {data['version']}, this testbed reads {TRACE_VERSION}")
+    resolver = data.get("resolver")
+    if resolver is not None and not isinstance(resolver, dict):
+        raise ValueError("tb-trace output: 'resolver' is not an object or null")
+    if not all(isinstance(p, str) for p in data["packets"]):
+        raise ValueError("tb-trace output: 'packets' holds something that is not a tcpdump line")
+    model = None
+    if resolver is not None:
+        model = str(resolver.get("model") or "resolver")
+    lookups = [lk for i, e in enumerate(data["lookups"]) if (lk := _lookup(e, i, model)) is not None]
+    started, ended = float(data["started"]), float(data["ended"])
+    return ClientTrace(
+        started=started,
+        ended=ended,
+        rc=data["rc"],
+        stdout=data["stdout"],
+        stderr=data["stderr"],
+        lookups=lookups,
+        attempts=_attempts(data["packets"], client_addrs, ended),
+        resolver=resolver,
+    )

@@ -23,11 +23,11 @@ from testbed.render import host_files
 
 
 def test_registry_finds_every_adapter_with_its_role() -> None:
-    assert known_software() == ["dovecot", "exim", "linux", "outlook-model", "postfix", "python", "sendmail",
-                                "swaks", "testbed-dns"]
+    assert known_software() == ["curl", "dovecot", "exim", "linux", "msmtp", "outlook-model", "postfix", "python",
+                                "sendmail", "swaks", "testbed-dns"]
     roles = {"postfix": MtaAdapter, "exim": MtaAdapter, "sendmail": MtaAdapter, "dovecot": MailstoreAdapter,
-             "swaks": ClientAdapter, "testbed-dns": DnsAdapter, "linux": RouterAdapter,
-             "python": ClientAdapter, "outlook-model": ClientAdapter}
+             "swaks": ClientAdapter, "curl": ClientAdapter, "msmtp": ClientAdapter, "testbed-dns": DnsAdapter,
+             "linux": RouterAdapter, "python": ClientAdapter, "outlook-model": ClientAdapter}
     for software, role in roles.items():
         adapter = adapter_for(software, role)
         assert adapter.kind == role.kind and adapter.software == software
