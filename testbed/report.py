@@ -149,7 +149,8 @@ def result_panel(result: RunResult) -> Panel:
 
 def _who(r: ClientResult) -> str:
     """"curl 8.14.1" or "outlook-model (MODEL of Outlook 2007/2010 ...)", plus the resolver."""
-    who = f"{r.software} {r.version}".strip() if not r.model_of else f"{r.software} (MODEL of {r.model_of})"
+    version = r.version if r.version.lower().startswith(r.software) else f"{r.software} {r.version}".strip()
+    who = version if not r.model_of else f"{r.software} (MODEL of {r.model_of})"
     if r.resolver != "glibc":
         who += f" with the {r.resolver} resolver (MODEL of {r.resolver_model_of or r.resolver})"
     return who
@@ -159,9 +160,14 @@ def _attempt_text(r: ClientResult) -> str:
     if not r.attempts:
         return "no connection attempt"
     t0 = r.trace.started
-    return ", ".join(
-        f"{a.address} {a.result} at {(a.started - t0) * 1000:.0f}-{(a.ended - t0) * 1000:.0f} ms" for a in r.attempts
-    )
+
+    def one(a: Any) -> str:
+        start, end = (a.started - t0) * 1000, (a.ended - t0) * 1000
+        if end - start < 1:
+            return f"{a.address} {a.result} at {start:.0f} ms"
+        return f"{a.address} {a.result} ({start:.0f} -> {end:.0f} ms)"
+
+    return ", ".join(one(a) for a in r.attempts)
 
 
 def client_blocks(clients: list[ClientResult]) -> list[Text]:

@@ -20,6 +20,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -511,21 +512,31 @@ class SweepSpec(Strict):
     over: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], list[int | float | str]]
     steps: list[dict[str, Any]]
 
-    @model_validator(mode="after")
-    def _one_variable(self) -> SweepSpec:
-        if len(self.over) != 1:
+    @field_validator("over")
+    @classmethod
+    def _one_variable(cls, over: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if len(over) != 1:
             raise ValueError("a sweep goes over exactly one variable, e.g. over: {delay_ms: [0, 50, 100]}")
-        (name, values), = self.over.items()
+        (name, values), = over.items()
         if not values:
             raise ValueError(f"give {name} at least one value")
         if len(set(map(str, values))) != len(values):
             raise ValueError(f"the values of {name} repeat")
-        if not self.steps:
+        return over
+
+    @field_validator("steps")
+    @classmethod
+    def _valid_steps(cls, steps: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        """Every step, with every value substituted, must be a valid step."""
+        if not steps:
             raise ValueError("a sweep needs steps")
-        for i, step in enumerate(self.steps):
+        for i, step in enumerate(steps):
             if not isinstance(step, Mapping) or "sweep" in step:
                 raise ValueError(f"steps[{i}]: expected a step (send, client, dns, fault, ...; no sweep inside a sweep)")
-        return self
+        over = info.data.get("over")
+        if over:
+            _expand(over, steps)
+        return steps
 
     @property
     def variable(self) -> str:
@@ -533,30 +544,31 @@ class SweepSpec(Strict):
 
     def expanded(self) -> list[Any]:
         """The steps for every value, validated; a client step is labelled with the value."""
-        name = self.variable
-        out: list[Any] = []
-        for value in self.over[name]:
-            for i, raw in enumerate(self.steps):
-                data = _substitute(raw, name, value)
-                if isinstance(data, Mapping) and isinstance(data.get("client"), Mapping):
-                    data = {**data, "client": {**data["client"], "labels": {
-                        **(data["client"].get("labels") or {}), name: value}}}
-                try:
-                    out.append(_STEP_ADAPTER.validate_python(data))
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    where = ".".join(str(p) for p in err["loc"] if not str(p).endswith("Step"))
-                    raise ValueError(f"steps[{i}] with {name}={value}: {where}: {err['msg']}") from None
-        return out
+        return _expand(self.over, self.steps)
+
+
+def _expand(over: Mapping[str, list[Any]], steps: list[dict[str, Any]]) -> list[Any]:
+    (name, values), = over.items()
+    out: list[Any] = []
+    for value in values:
+        for i, raw in enumerate(steps):
+            data = _substitute(raw, name, value)
+            if isinstance(data, Mapping) and isinstance(data.get("client"), Mapping):
+                data = {**data, "client": {**data["client"], "labels": {
+                    **(data["client"].get("labels") or {}), name: value}}}
+            try:
+                out.append(_STEP_ADAPTER.validate_python(data))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = [str(p) for p in err["loc"]]
+                if loc and loc[0] in STEP_KINDS and loc[1:2] == loc[:1]:
+                    loc = loc[1:]  # the union's tag, then the step's own key
+                raise ValueError(f"steps[{i}] with {name}={value}: {'.'.join(loc)}: {err['msg']}") from None
+    return out
 
 
 class SweepStep(Strict):
     sweep: SweepSpec
-
-    @model_validator(mode="after")
-    def _expands(self) -> SweepStep:
-        self.sweep.expanded()  # every substituted step must be a valid step
-        return self
 
 
 STEP_KINDS["sweep"] = SweepStep

@@ -54,7 +54,7 @@ def test_resolver_race_verdict_holds(race, variant) -> None:
 def test_old_and_new_swaks_side_by_side(no_fallback) -> None:
     """One lab holds bookworm's and trixie's swaks, whatever the lab's suite: each reports its own version."""
     clients = no_fallback["broken"].result.clients
-    assert clients["bh-swaks-old"].version.startswith("swaks version 20201014") or "20201014" in clients["bh-swaks-old"].version
+    assert "20201014" in clients["bh-swaks-old"].version
     assert "20240103" in clients["bh-swaks-new"].version
 
 
@@ -66,12 +66,12 @@ def test_client_evidence_lands_in_the_run_directory_and_result(no_fallback) -> N
     assert [a["family"] for a in curl["attempts"]][:2] == ["ipv6", "ipv4"]
     assert curl["attempts"][0]["result"] == "timeout" and curl["connected"]["family"] == "ipv4"
     assert curl["connected"]["host"] == "mail"
-    # curl's Happy Eyeballs: the IPv4 attempt starts while the IPv6 one is still unanswered.
+    # curl's Happy Eyeballs: IPv4 starts before the IPv6 attempt's connect timeout is up ...
     v6, v4 = curl["attempts"][0], curl["attempts"][1]
-    assert v4["started"] < v6["ended"]
-    # The sequential fallback of trixie's swaks: IPv4 only after the IPv6 attempt ended.
+    assert v4["started"] < v6["started"] + curl["timeout_s"]
+    # ... while trixie's swaks (sequential) starts IPv4 only once the IPv6 attempt timed out.
     swaks = data["clients"]["bh-swaks-new"]
-    assert swaks["attempts"][1]["started"] >= swaks["attempts"][0]["ended"]
+    assert swaks["attempts"][1]["started"] >= swaks["attempts"][0]["started"] + 0.9 * swaks["timeout_s"]
     assert (result.run_dir.path / "clients" / "bh-curl.json").is_file()
     assert "outlook-model" in data["clients"]["bh-outlook"]["software"]
     assert data["clients"]["bh-outlook"]["model"]["of"]

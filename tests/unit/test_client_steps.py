@@ -98,8 +98,8 @@ def test_sweep_problems_are_reported_where_they_were_written(tmp_path: Path) -> 
           steps: [{client: {id: "b-{delay_ms}", host: c, server: mail, action: teleport}}]
     """)
     assert len(found) == 2, found
-    assert "exactly one variable" in found[0] and ":54:" in found[0]
-    assert "steps[0] with delay_ms=0" in found[1] and "action" in found[1] and ":57:" in found[1]
+    assert "exactly one variable" in found[0] and ":17: scenario[0].sweep.over:" in found[0]
+    assert "steps[0] with delay_ms=0" in found[1] and "client.action" in found[1] and "client.client" not in found[1] and ".sweep.steps:" in found[1]
 
 
 def test_client_step_cross_checks(tmp_path: Path) -> None:
@@ -140,8 +140,8 @@ def test_fault_checks(tmp_path: Path) -> None:
 
 
 def test_blackhole_needs_a_router(tmp_path: Path) -> None:
-    text = LAB.replace("router: {kind: router, segments: [users, servers]}\n", "").replace(
-        "c: {kind: client, segment: users", "c: {kind: client, segment: servers")
+    text = LAB.replace("  router: {kind: router, segments: [users, servers]}\n", "").replace(
+        "segment: users", "segment: servers")
     path = write(tmp_path, text)
     with pytest.raises(TopologyError) as info:
         load_topology(path)
