@@ -8,7 +8,9 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.markup import escape
+from rich import box
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
 from .clientrun import ClientResult
@@ -170,10 +172,10 @@ def _attempt_text(r: ClientResult) -> str:
     return ", ".join(one(a) for a in r.attempts)
 
 
-def client_blocks(clients: list[ClientResult]) -> list[Text]:
+def client_blocks(clients: list[ClientResult]) -> list[Any]:
     """Per client: what it resolved, what it tried, what it got, how long it took; a sweep as a table."""
     swept = [r for r in clients if r.labels]
-    out: list[Text] = []
+    out: list[Any] = []
     for r in clients:
         if r in swept:
             continue
@@ -197,28 +199,42 @@ def client_blocks(clients: list[ClientResult]) -> list[Text]:
     return out
 
 
-def sweep_table(clients: list[ClientResult]) -> list[Text]:
-    """One row per client, resolver and server; one column per value of the swept variable."""
+def _short_who(r: ClientResult) -> str:
+    who = r.software + (" (model)" if r.model_of else "")
+    return who + (f", {r.resolver}" if r.resolver != "glibc" else ", glibc")
+
+
+def sweep_table(clients: list[ClientResult]) -> list[Any]:
+    """One row per client, resolver and name; one column per value of the swept variable."""
     variable = next(iter(clients[0].labels))
     values = list(dict.fromkeys(r.labels.get(variable) for r in clients))
     rows: dict[tuple[str, str], dict[Any, ClientResult]] = {}
     for r in clients:
-        rows.setdefault((_who(r), r.server), {})[r.labels.get(variable)] = r
-    width = max(len(f"{who} -> {server}") for who, server in rows)
-    out = [Text(f" {'client, resolver -> name'.ljust(width)}  " + "  ".join(f"{variable}={v}".rjust(14) for v in values),
-                style="bold")]
+        rows.setdefault((_short_who(r), r.server.split(".")[0]), {})[r.labels.get(variable)] = r
+    table = Table(title=f"sweep over {variable}: the family used and the step's time in ms, or why it failed",
+                  title_justify="left",
+                  box=box.SIMPLE, padding=(0, 1))
+    table.add_column("client, resolver")
+    table.add_column("name")
+    for v in values:
+        table.add_column(str(v), justify="right")
     for (who, server), cells in rows.items():
-        line = Text(f" {f'{who} -> {server}'.ljust(width)}  ")
+        row: list[Any] = [who, server]
         for v in values:
             r = cells.get(v)
             if r is None:
-                line.append("-".rjust(14) + "  ")
+                row.append("-")
                 continue
             got = r.connected
-            cell = (f"{got.family} {r.total_ms:.0f}ms" if got and r.outcome.ok else f"FAIL {r.total_ms:.0f}ms")
-            line.append(cell.rjust(14) + "  ", style="green" if got and r.outcome.ok else "red")
-        out.append(line)
-    return out
+            if got and r.outcome.ok:
+                row.append(Text(f"{got.family} {r.total_ms:.0f}", style="green"))
+            else:
+                why = (r.resolver_error or "").removeprefix("EAI_") or ("no conn" if not got else "failed")
+                row.append(Text(f"FAIL {why}", style="red"))
+        table.add_row(*row)
+    models = {f"{r.resolver}: MODEL of {r.resolver_model_of}" for r in clients if r.resolver_model_of}
+    models |= {f"{r.software}: MODEL of {r.model_of}" for r in clients if r.model_of}
+    return [table] + [Text(f" {m}", style="dim") for m in sorted(models)]
 
 
 def print_results(results: Sequence[RunResult], console: Console | None = None) -> None:
