@@ -143,11 +143,16 @@ def open_socket(address: str, port: int, kind: int, dual_stack: bool = False) ->
         sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(128)
-        elif _SO_TIMESTAMPNS is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            except OSError:
-                pass
+        else:
+            # A burst of queries must wait in the kernel while the machine is
+            # busy, not be dropped: ask for more than the default buffer (the
+            # kernel caps it at net.core.rmem_max, doubled), as DNS servers do.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            if _SO_TIMESTAMPNS is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                except OSError:
+                    pass
         # Non-blocking throughout: waits are done with poll() by the owning
         # thread, so a send from the scheduler thread can never block on it.
         sock.setblocking(False)
