@@ -26,14 +26,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: tb-trace's output format this parser reads.
 TRACE_VERSION = 1
-#: Where the client image installs the tracer.
-TB_TRACE = "/usr/local/bin/tb-trace"
 
 RESULTS = ("connected", "refused", "timeout", "unreachable", "unanswered")
 
@@ -111,26 +108,6 @@ class ClientTrace:
             "connected": connected.to_dict() if connected else None,
             "resolver": self.resolver,
         }
-
-
-def trace_command(
-    client_command: str,
-    *,
-    ports: tuple[int, ...] | list[int] = (25, 587, 143, 110),
-    override: str | None = None,
-    model_resolver: str | None = None,
-    name: str | None = None,
-) -> str:
-    """The shell command running ``client_command`` (an adapter's shell line) under tb-trace."""
-    args = [TB_TRACE, "--ports", ",".join(str(p) for p in ports)]
-    if override:
-        args += ["--override", override]
-    if model_resolver:
-        if not name:
-            raise ValueError("a resolver model needs the name it resolves")
-        args += ["--model-resolver", model_resolver, "--name", name]
-    args += ["--", "sh", "-c", client_command]
-    return shlex.join(args)
 
 
 # ------------------------------------------------------------------ parsing

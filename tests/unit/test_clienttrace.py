@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.clienttrace import ClientTrace, parse_trace, trace_command
+from testbed.clienttrace import ClientTrace, parse_trace
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "clients"
 #: The client's addresses in the two labs the files were recorded in.
@@ -161,12 +161,3 @@ def test_malformed_input_is_one_value_error(mangle, message: str) -> None:
     text = value if isinstance(value, str) else json.dumps(value)
     with pytest.raises(ValueError, match=message):
         parse_trace(text, CLIENT["trixie"])
-
-
-def test_trace_command_wraps_a_shell_line() -> None:
-    assert trace_command("swaks --server mx -4", ports=[25]) == (
-        "/usr/local/bin/tb-trace --ports 25 -- sh -c 'swaks --server mx -4'")
-    assert trace_command("true", model_resolver="macosx-10.6", name="mx.example") == (
-        "/usr/local/bin/tb-trace --ports 25,587,143,110 --model-resolver macosx-10.6 --name mx.example -- sh -c true")
-    with pytest.raises(ValueError, match="needs the name"):
-        trace_command("true", model_resolver="m")
