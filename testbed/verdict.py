@@ -270,6 +270,15 @@ def _client_problems(plan: LabPlan, check: Any, r: ClientResult) -> list[str]:
         out.append(f"took {r.total_ms:.0f} ms, expected within {check.within_ms:g} ms")
     if check.after_ms is not None and r.total_ms < check.after_ms:
         out.append(f"took {r.total_ms:.0f} ms, expected at least {check.after_ms:g} ms")
+    if check.fallback_within_ms is not None or check.fallback_after_ms is not None:
+        if got is None or not r.attempts or got is r.attempts[0]:
+            out.append("no fallback: " + ("no connection" if got is None else "the first attempt connected"))
+        else:
+            gap = (got.started - r.attempts[0].started) * 1000
+            if check.fallback_within_ms is not None and gap > check.fallback_within_ms:
+                out.append(f"fell back after {gap:.0f} ms, expected within {check.fallback_within_ms:g} ms")
+            if check.fallback_after_ms is not None and gap < check.fallback_after_ms:
+                out.append(f"fell back after {gap:.0f} ms, expected at least {check.fallback_after_ms:g} ms")
     if check.resolved is not None:
         compare("resolved families", check.resolved, [family_of(a) for a in r.resolved])
     compare("resolver error", check.resolver_error, r.resolver_error)

@@ -663,6 +663,11 @@ class ClientCheck(Strict):
     max_attempts: int | None = Field(None, ge=0)
     within_ms: float | None = Field(None, ge=0)  # the whole step, resolving included
     after_ms: float | None = Field(None, ge=0)  # ... took at least this long (it waited)
+    #: From the first attempt's start to the start of the one that connected: the
+    #: client's own fallback delay (Happy Eyeballs' 200 ms, a sequential client's
+    #: timeout), which the machine's load does not stretch the way it does a whole step.
+    fallback_within_ms: float | None = Field(None, ge=0)
+    fallback_after_ms: float | None = Field(None, ge=0)
     #: The families of the resolver's answer, in order (``[ipv6, ipv4]``; ``[]``: no address).
     resolved: list[Literal["ipv4", "ipv6"]] | None = None
     resolver_error: str | None = None  # e.g. EAI_NONAME

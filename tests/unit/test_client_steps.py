@@ -203,6 +203,8 @@ def test_client_expectations(tmp_path: Path) -> None:
   - client: {step: after, ok: true, family: ipv4, address: mail, attempts: 2, after_ms: 2900, resolved: [ipv6, ipv4]}
   - client: {step: after, within_ms: 1000}
   - client: {step: "c-*", labels: {delay_ms: [1000]}, ok: false, resolved: [], resolver_error: EAI_NONAME}
+  - client: {step: after, fallback_after_ms: 2900}
+  - client: {step: after, fallback_within_ms: 1000}
 """)
     v6 = str(plan.hosts["mail"].addresses("ipv6")[0])
     v4 = str(plan.hosts["mail"].addresses("ipv4")[0])
@@ -214,13 +216,15 @@ def test_client_expectations(tmp_path: Path) -> None:
         "after": after,
     })
     checks = evaluate(plan, obs)
-    assert [c.status for c in checks] == ["pass", "pass", "fail", "pass"], [c.detail for c in checks]
+    assert [c.status for c in checks] == ["pass", "pass", "fail", "pass", "pass", "fail"], [c.detail for c in checks]
     assert "took 3010 ms, expected within 1000 ms" in checks[2].detail
+    assert "fell back after 3000 ms, expected within 1000 ms" in checks[5].detail
     # The same expectation fails when what it says is not what happened.
     obs.clients["after"] = _result("after", [Attempt(v6, "ipv6", 25, 1000.0, 1000.01, "connected")], True, [v6, v4])
-    first = evaluate(plan, obs)[1]
+    first, *_, after, _ = evaluate(plan, obs)[1:]
     assert first.status == "fail"
     assert "family: expected ipv4, got ipv6" in first.detail and "attempts: expected 2, got 1" in first.detail
+    assert after.status == "fail" and "no fallback: the first attempt connected" in after.detail
 
 
 def test_dns_expectation_narrowed_to_a_client_step(tmp_path: Path) -> None:
