@@ -300,7 +300,10 @@ class ScenarioRunner:
             user=spec.mailbox or "",
             password=mailbox_password(spec.mailbox) if spec.mailbox else "",
         )
-        cmd = adapter.traced_command(request, spec.resolver)
+        try:
+            cmd = adapter.traced_command(request, spec.resolver)
+        except ValueError as exc:  # validation refuses what an adapter cannot do; this is the last guard
+            raise ScenarioError(f"client step {spec.id}: {exc}") from None
         # Every address may cost a timeout; the model resolver and tracing add a few seconds.
         res = self.lab.exec(spec.host, cmd, timeout=int(8 * timeout) + 30)
         self.run_dir.write_text(f"clients/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")

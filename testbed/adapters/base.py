@@ -178,6 +178,8 @@ class ClientAdapter(HostAdapter):
     #: What this client can do (``submit``, ``fetch``, ``connect``) and over which protocols.
     actions: ClassVar[frozenset[str]] = frozenset()
     protocols: ClassVar[frozenset[str]] = frozenset()
+    #: The address families a step can restrict it to ("any": no restriction).
+    families: ClassVar[frozenset[str]] = frozenset({"any", "ipv4", "ipv6"})
     #: Set on behaviour models of software that cannot run here: what is modelled ...
     model_of: ClassVar[str | None] = None
     #: ... and the cited source the model follows.

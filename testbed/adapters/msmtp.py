@@ -24,6 +24,7 @@ class MsmtpClient(ClientAdapter):
     image = "client"
     actions = frozenset({"submit"})
     protocols = frozenset({"smtp"})
+    families = frozenset({"any"})  # no option to use one family only
 
     def version_command(self) -> str:
         return "msmtp --version | head -n 1"

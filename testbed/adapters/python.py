@@ -75,6 +75,7 @@ class PythonClient(ClientAdapter):
     software = "python"
     actions: ClassVar[frozenset[str]] = frozenset({"submit", "fetch", "connect"})
     protocols: ClassVar[frozenset[str]] = frozenset({"smtp", "imap", "pop3"})
+    families = frozenset({"any"})  # no option to use one family only
     first_address_only: ClassVar[bool] = False
 
     def version_command(self) -> str | None:

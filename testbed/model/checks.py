@@ -455,11 +455,16 @@ def _check_clients(top: Topology) -> list[tuple[Loc, str]]:
             elif spec.the_protocol not in adapter.protocols:
                 out.append((loc + ("protocol",), f"{software} does not speak {spec.the_protocol}; it speaks: "
                                                  + ", ".join(sorted(adapter.protocols))))
+            if spec.family not in adapter.families:
+                out.append((loc + ("family",), f"{software} has no option to use {spec.family} only; "
+                                               "leave family out (any)"))
         if "." not in spec.server and spec.server not in top.hosts:
             out.append((loc + ("server",), _unknown("host", spec.server, top.hosts)
                         + " (or give a DNS name such as mail.example.net)"))
         if spec.action == "submit" and not spec.to:
             out.append((loc + ("to",), "a submission needs recipients ('to')"))
+        if spec.action == "submit" and spec.the_protocol != "smtp":
+            out.append((loc + ("protocol",), "submit over smtp"))
         if spec.action == "fetch":
             if spec.the_protocol == "smtp":
                 out.append((loc + ("protocol",), "fetch over imap or pop3"))

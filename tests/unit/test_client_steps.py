@@ -239,3 +239,19 @@ def test_dns_expectation_narrowed_to_a_client_step(tmp_path: Path) -> None:
     check = evaluate(plan, obs)[0]
     assert check.status == "pass", check.detail
     assert "2.0 ms apart" in check.detail
+
+
+def test_what_the_client_software_cannot_do_is_refused_before_the_lab(tmp_path: Path) -> None:
+    text = LAB.replace("software: swaks, suite: trixie", "software: msmtp")
+    path = write(tmp_path, text + textwrap.dedent("""
+    scenario:
+      - client: {id: a, host: c, action: submit, server: mail, to: user@example.net, family: ipv6}
+      - client: {id: b, host: c, action: submit, protocol: imap, server: mail, to: user@example.net}
+      - client: {id: d, host: c, action: fetch, server: mail, mailbox: user@example.net}
+    """))
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    text = "\n".join(map(str, info.value.problems))
+    assert "msmtp has no option to use ipv6 only" in text
+    assert "submit over smtp" in text
+    assert "msmtp cannot fetch" in text
