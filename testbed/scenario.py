@@ -38,7 +38,6 @@ from .model import (
 from .observe import mta_hosts, parallel
 from .rundir import RunDir
 
-POLL_S = 0.25
 PROBE_TIMEOUT_S = 20
 #: Consecutive failed probes of one host before settle gives up on it.
 PROBE_FAILURES_ALLOWED = 3
@@ -82,6 +81,32 @@ class _Probe:
     #: Why the host could not be probed this time (an exec that timed out under
     #: load); settle counts it as "not settled yet" and gives up only if it persists.
     trouble: str = ""
+
+
+class QuietWindow:
+    """Has the lab been calm, with logs that did not grow, for ``quiet`` seconds?
+
+    Calm: nothing in flight, no flush waiting to be acted on, every host probed.
+    A run of calm probes that all saw the same log sizes proves the logs did not
+    grow between the end of its first probe and the start of its latest one
+    (each probe read the sizes somewhere in between its own start and end), so
+    that span, and nothing longer, counts as quiet. Any change starts over.
+    """
+
+    def __init__(self, quiet: float):
+        self.quiet = quiet
+        self._since: float | None = None  # end of the first calm probe that saw these sizes
+        self._sizes: dict[str, int] | None = None
+
+    def probed(self, started: float, ended: float, sizes: dict[str, int], calm: bool) -> bool:
+        """One probe, taken between ``started`` and ``ended``; True once the window is complete."""
+        if not calm:
+            self._since, self._sizes = None, None
+            return False
+        if self._since is None or sizes != self._sizes:
+            self._since, self._sizes = ended, dict(sizes)
+            return False
+        return started - self._since >= self.quiet
 
 
 class ScenarioRunner:
@@ -223,12 +248,12 @@ class ScenarioRunner:
         timeout = timing.settle_timeout if timeout is None else timeout
         hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
         deadline = time.monotonic() + timeout
-        quiet_since: float | None = None
-        last_sizes: dict[str, int] | None = None
+        quiet = QuietWindow(timing.settle_quiet)
         polls = 0
         failures: dict[str, int] = {}
         while True:
             self.lab.check_cancel()
+            started = time.monotonic()
             probes = self._probe(hosts)
             polls += 1
             troubled = {h: p.trouble for h, p in probes.items() if p.trouble}
@@ -242,19 +267,14 @@ class ScenarioRunner:
             pending = self._pending_flushes(probes)
             sizes = {h: p.log_size for h, p in probes.items()}
             now = time.monotonic()
-            if not busy and not pending and not troubled and sizes == last_sizes:
-                quiet_since = quiet_since or now
-                if now - quiet_since >= timing.settle_quiet:
-                    break
-            else:
-                quiet_since = None
-            last_sizes = sizes
+            if quiet.probed(started, now, sizes, calm=not busy and not pending and not troubled):
+                break
             if now > deadline:
                 raise ScenarioError(
                     f"the lab did not settle within {timeout:.0f} s "
                     f"(in flight: {busy or 'nothing'}; flushes not yet acted on: {pending or 'none'})"
                 )
-            time.sleep(POLL_S)
+            time.sleep(timing.settle_poll)
         snapshot = {h: [e.to_dict() for e in p.queue] if p.queue is not None else None for h, p in probes.items()}
         self.run_dir.write_json(f"queues/step-{record.index + 1:02d}.json", snapshot)
         record.detail = {"polls": polls, "queued": {h: len(q) for h, q in snapshot.items() if q}}

@@ -272,7 +272,7 @@ def test_mc_follows_the_stack(host: str, listen: list[str], client: str | None) 
 
 def test_mc_time_compression() -> None:
     mc = files("mx30")["/etc/mail/sendmail.mc"]
-    for line in ("confTO_CONNECT', `2s'", "confTO_QUEUERETURN', `180s'", "confTO_QUEUERETURN_DSN', `180s'",
+    for line in ("confTO_CONNECT', `1s'", "confTO_QUEUERETURN', `180s'", "confTO_QUEUERETURN_DSN', `180s'",
                  "confTO_HOSTSTATUS', `5s'", "confTO_QUEUEWARN', `0'", "confMIN_QUEUE_AGE', `0'"):
         assert line in mc
     assert "sendmail -bd -q10s" in files("mx30")["/etc/testbed/service"]
