@@ -11,7 +11,8 @@ its per-phase profile (bring-up, every scenario step, collect, teardown: the
 result.json of each variant), and one reference run with the slow timing of
 before (`SLOW_TIMING`, through `--set`) must conclude exactly what the warm runs
 conclude: every message's path, state, handovers and bounces, and every
-expectation's status (`results.outcome_signature`). A speed-up that changes an
+expectation's status (`results.outcome_signature`; not the family of a handover
+between dual-stack hosts, which Postfix picks at random). A speed-up that changes an
 outcome fails the benchmark. `--cold` builds under
 its own image prefix (`--prefix`, default testbed-bench) and removes that prefix's
 images before and after, so the testbed/* images others use on a shared engine are

@@ -42,6 +42,7 @@ PROBE_TIMEOUT_S = 20
 #: Consecutive failed probes of one host before settle gives up on it.
 PROBE_FAILURES_ALLOWED = 3
 _LOG_MARK = "@@testbed-log-size@@"
+_TAIL_MARK = "@@testbed-log-since-flush@@"
 
 
 class ScenarioError(LabError):
@@ -81,6 +82,8 @@ class _Probe:
     #: Why the host could not be probed this time (an exec that timed out under
     #: load); settle counts it as "not settled yet" and gives up only if it persists.
     trouble: str = ""
+    #: The log since the host's last flush (read in the same exec), if it was flushed.
+    since_flush: str | None = None
 
 
 class QuietWindow:
@@ -370,7 +373,11 @@ class ScenarioRunner:
     # --- probing ---------------------------------------------------------------------
 
     def _probe(self, hosts: list[str]) -> dict[str, _Probe]:
-        """Queue and log size of each host in one exec per host, in parallel."""
+        """Queue and log size of each host in one exec per host, in parallel.
+
+        A host with a flush not yet acted on also shows its log since the flush,
+        in the same exec (no second round of execs per poll).
+        """
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
@@ -379,6 +386,8 @@ class ScenarioRunner:
                 f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
                 f"echo {_LOG_MARK} $rc; if [ -e {log} ]; then wc -c < {log}; else echo 0; fi"
             )
+            if host in self._flushed:
+                cmd += f"; echo {_TAIL_MARK}; tail -c +{self._flushed[host][0] + 1} {log} 2>/dev/null"
             try:
                 res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
             except HostDown:
@@ -389,15 +398,17 @@ class ScenarioRunner:
                     return _Probe(None, 0)
                 output = (res.stdout + res.stderr).strip()[-500:] or "no output"
                 return _Probe(None, 0, trouble=f"exit {res.rc}: {output}")
+            tail, tail_mark, since_flush = tail.partition(_TAIL_MARK)
             rc, _, size = tail.strip().partition("\n")
             if rc.strip() != "0":
                 raise ScenarioError(
                     f"`{adapter.queue_command()}` failed on {host} (exit {rc.strip()}): {head.strip()[-500:]}"
                 )
             try:
-                return _Probe(adapter.parse_queue(head), int(size.strip() or 0))
+                log_size = int(size.strip() or 0)
             except ValueError:
-                return _Probe(adapter.parse_queue(head), 0)
+                log_size = 0
+            return _Probe(adapter.parse_queue(head), log_size, since_flush=since_flush if tail_mark else None)
 
         return parallel(one, hosts)
 
@@ -411,8 +422,10 @@ class ScenarioRunner:
             queued = {e.queue_id for e in probe.queue}
             waiting = ids & queued
             if waiting:
-                log = mta_adapter(self.plan.hosts[host].software).mail_log
-                tail = self.lab.exec(host, f"tail -c +{offset + 1} {log}", timeout=10).stdout
+                tail = probe.since_flush
+                if tail is None:  # probed before the flush was recorded
+                    log = mta_adapter(self.plan.hosts[host].software).mail_log
+                    tail = self.lab.exec(host, f"tail -c +{offset + 1} {log}", timeout=10).stdout
                 waiting = {q for q in waiting if q not in tail}
             if waiting:
                 pending[host] = sorted(waiting)
