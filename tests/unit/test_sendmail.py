@@ -278,6 +278,13 @@ def test_mc_time_compression() -> None:
     assert "sendmail -bd -q10s" in files("mx30")["/etc/testbed/service"]
 
 
+def test_mc_has_no_load_average_limits() -> None:
+    # Sendmail's defaults queue only above a load of 8 per CPU and refuse SMTP above 12:
+    # a lab's outcome must not depend on what else its machine runs.
+    mc = files("relay")["/etc/mail/sendmail.mc"]
+    assert "define(`confQUEUE_LA', `1000')dnl" in mc and "define(`confREFUSE_LA', `1000')dnl" in mc
+
+
 def test_roles() -> None:
     mx10, mx20, relay = files("mx10"), files("mx20"), files("relay")
     assert "To:user@brainbird.nl\tRELAY\nTo:brainbird.nl\tERROR:5.1.1:550 User unknown\n" in mx10["/etc/mail/access"]
