@@ -198,6 +198,9 @@ class Sampler(threading.Thread):
         self.interval = interval
         self.labs: dict[str, LabMemory] = {}
         self.missing_cgroups: set[str] = set()
+        # Where the engine's cgroups are visible, a container without a directory has just
+        # been removed; only an engine whose cgroups are elsewhere needs its stats API.
+        self.cgroups_here = any(Path(p.format(id="x")).parent.is_dir() for p in CGROUP_DIRS)
         self._done = threading.Event()
 
     def stop(self) -> None:
@@ -222,6 +225,8 @@ class Sampler(threading.Thread):
             if labels.get(LABEL_PROCESS, "").split(":")[1:2] != [self.pid]:
                 continue  # another process's lab (other users share this engine)
             path = cgroup_dir(c["Id"])
+            if path is None and self.cgroups_here:
+                continue  # removed since the listing (teardown)
             figures = read_cgroup(path) if path else self._from_stats(c["Id"])
             if figures is None:
                 continue

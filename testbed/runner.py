@@ -212,24 +212,21 @@ def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
 def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
     """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
     plan = lab.plan
-    # The lab has settled: its logs, queues, mailboxes, DNS log and versions are
-    # read side by side (each reader is docker execs, i.e. waiting).
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        reading = {name: pool.submit(fn, lab) for name, fn in (
-            ("logs", observe.mail_logs), ("queues", observe.queues), ("mailboxes", observe.mailboxes),
-            ("dns", observe.dns_query_log), ("versions", observe.versions))}
-        logs = reading["logs"].result()
-        queues = reading["queues"].result()
-        mailboxes = reading["mailboxes"].result()
-        dns_log = reading["dns"].result()
-        result.versions = reading["versions"].result()
+    # One kind of evidence after the other (each is read from every host at once):
+    # reading them all at once as well was tried, and more execs at a time make
+    # docker-py's exec streams lose their framing under load ("79 is not a valid
+    # stream", docker-py#3160).
+    logs = observe.mail_logs(lab)
     for host, text in logs.items():
         run_dir.write_text(f"logs/{host}/mail.log", text)
     events = observe.events_from_logs(plan, logs)
     run_dir.write_text("events.jsonl", "".join(json.dumps(e.to_dict()) + "\n" for e in events))
+    queues = observe.queues(lab)
     run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
+    mailboxes = observe.mailboxes(lab)
     run_dir.write_json("mailboxes.json", {a: [m.to_dict() for m in msgs] if msgs is not None else None
                                           for a, msgs in mailboxes.items()})
+    dns_log = observe.dns_query_log(lab)
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
     specs = plan.messages()
@@ -238,6 +235,7 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         for name, spec in specs.items()
         if name in runner.message_ids
     }
+    result.versions = observe.versions(lab)
     if not verdict:
         return
     obs = Observation(
