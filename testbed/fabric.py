@@ -227,11 +227,17 @@ def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iter
     # Side by side, like the containers: each removal waits on the engine tearing a bridge down.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(remove_network, networks))
-    for volume in client.api.volumes(filters={"label": selector}).get("Volumes") or []:
+    volumes = client.api.volumes(filters={"label": selector}).get("Volumes") or []
+
+    def remove_volume(volume: dict) -> None:
         try:
             client.api.remove_volume(volume["Name"], force=True)
         except docker.errors.NotFound:
             pass
+
+    # Volumes only once their containers are gone; each removal is independent of the others.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(remove_volume, volumes))
     return len(containers), len(networks)
 
 

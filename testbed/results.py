@@ -59,3 +59,53 @@ class RunResult:
             "run_dir": str(self.run_dir.path),
             "kept": self.kept,
         }
+
+
+#: What a hop says about the outcome; its queue id, address, reply text and log lines
+#: differ between two runs of the same lab (other subnets, other ids, other times).
+#: So does its family where both ends are dual stack: Postfix picks one of the
+#: next hop's addresses at random (smtp_address_preference = any, its default), so
+#: mx20 -> mx10 went over IPv4 in one slow run and IPv6 in the next. Where only one
+#: family can work, the path and the expectations already pin it.
+_HOP_OUTCOME = ("host", "outcome", "next_host", "in_queue")
+
+
+def outcome_signature(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run concluded, from its result.json: comparable between runs of one lab.
+
+    Each message's path, state, deliveries, where bounces were generated, the
+    handovers (host, outcome, next host) and, nested, its
+    bounces; each expectation's status; whether the run passed and failed.
+    Run ids, queue ids, addresses, times and log lines are left out: they
+    differ between two runs that behaved the same.
+    """
+
+    def history(h: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "state": h.get("state"),
+            "path": list(h.get("path") or []),
+            "delivered_to": sorted([d["recipient"], d["host"]] for d in h.get("delivered_to") or []),
+            "dsn_generated_at": list(h.get("dsn_generated_at") or []),
+            "hops": [{k: hop.get(k) for k in _HOP_OUTCOME} for hop in h.get("hops") or []],
+            "dsns": [history(d) for d in h.get("dsns") or []],
+        }
+
+    return {
+        "passed": result.get("passed"),
+        "error": result.get("error") is not None,
+        "messages": {name: history(h) for name, h in sorted((result.get("messages") or {}).items())},
+        "expectations": [{"description": e["description"], "status": e["status"]}
+                         for e in result.get("expectations") or []],
+    }
+
+
+def signature_differences(reference: dict[str, Any], other: dict[str, Any], where: str = "") -> list[str]:
+    """Where two outcome signatures differ, one line each (empty: the same outcome)."""
+    if isinstance(reference, dict) and isinstance(other, dict):
+        out: list[str] = []
+        for key in sorted(set(reference) | set(other), key=str):
+            out += signature_differences(reference.get(key), other.get(key), f"{where}.{key}" if where else str(key))
+        return out
+    if isinstance(reference, list) and isinstance(other, list) and len(reference) == len(other):
+        return [d for i, (a, b) in enumerate(zip(reference, other)) for d in signature_differences(a, b, f"{where}[{i}]")]
+    return [] if reference == other else [f"{where}: {reference!r} -> {other!r}"]

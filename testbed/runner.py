@@ -212,6 +212,10 @@ def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
 def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
     """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
     plan = lab.plan
+    # One kind of evidence after the other (each is read from every host at once):
+    # reading them all at once as well was tried, and more execs at a time make
+    # docker-py's exec streams lose their framing under load ("79 is not a valid
+    # stream", docker-py#3160).
     logs = observe.mail_logs(lab)
     for host, text in logs.items():
         run_dir.write_text(f"logs/{host}/mail.log", text)
@@ -247,8 +251,9 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
 
 
 def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:
-    for host in lab.plan.hosts:
-        text = lab.container_log(host)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one engine call each: waiting, side by side
+        texts = dict(zip(lab.plan.hosts, pool.map(lab.container_log, lab.plan.hosts)))
+    for host, text in texts.items():
         if text:
             run_dir.write_text(f"logs/{host}/container.log", text)
 

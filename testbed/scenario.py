@@ -38,11 +38,11 @@ from .model import (
 from .observe import mta_hosts, parallel
 from .rundir import RunDir
 
-POLL_S = 0.25
 PROBE_TIMEOUT_S = 20
 #: Consecutive failed probes of one host before settle gives up on it.
 PROBE_FAILURES_ALLOWED = 3
 _LOG_MARK = "@@testbed-log-size@@"
+_TAIL_MARK = "@@testbed-log-since-flush@@"
 
 
 class ScenarioError(LabError):
@@ -82,6 +82,34 @@ class _Probe:
     #: Why the host could not be probed this time (an exec that timed out under
     #: load); settle counts it as "not settled yet" and gives up only if it persists.
     trouble: str = ""
+    #: The log since the host's last flush (read in the same exec), if it was flushed.
+    since_flush: str | None = None
+
+
+class QuietWindow:
+    """Has the lab been calm, with logs that did not grow, for ``quiet`` seconds?
+
+    Calm: nothing in flight, no flush waiting to be acted on, every host probed.
+    A run of calm probes that all saw the same log sizes proves the logs did not
+    grow between the end of its first probe and the start of its latest one
+    (each probe read the sizes somewhere in between its own start and end), so
+    that span, and nothing longer, counts as quiet. Any change starts over.
+    """
+
+    def __init__(self, quiet: float):
+        self.quiet = quiet
+        self._since: float | None = None  # end of the first calm probe that saw these sizes
+        self._sizes: dict[str, int] | None = None
+
+    def probed(self, started: float, ended: float, sizes: dict[str, int], calm: bool) -> bool:
+        """One probe, taken between ``started`` and ``ended``; True once the window is complete."""
+        if not calm:
+            self._since, self._sizes = None, None
+            return False
+        if self._since is None or sizes != self._sizes:
+            self._since, self._sizes = ended, dict(sizes)
+            return False
+        return started - self._since >= self.quiet
 
 
 class ScenarioRunner:
@@ -223,12 +251,12 @@ class ScenarioRunner:
         timeout = timing.settle_timeout if timeout is None else timeout
         hosts = [h for h in mta_hosts(self.plan) if h not in self._down]
         deadline = time.monotonic() + timeout
-        quiet_since: float | None = None
-        last_sizes: dict[str, int] | None = None
+        quiet = QuietWindow(timing.settle_quiet)
         polls = 0
         failures: dict[str, int] = {}
         while True:
             self.lab.check_cancel()
+            started = time.monotonic()
             probes = self._probe(hosts)
             polls += 1
             troubled = {h: p.trouble for h, p in probes.items() if p.trouble}
@@ -242,19 +270,14 @@ class ScenarioRunner:
             pending = self._pending_flushes(probes)
             sizes = {h: p.log_size for h, p in probes.items()}
             now = time.monotonic()
-            if not busy and not pending and not troubled and sizes == last_sizes:
-                quiet_since = quiet_since or now
-                if now - quiet_since >= timing.settle_quiet:
-                    break
-            else:
-                quiet_since = None
-            last_sizes = sizes
+            if quiet.probed(started, now, sizes, calm=not busy and not pending and not troubled):
+                break
             if now > deadline:
                 raise ScenarioError(
                     f"the lab did not settle within {timeout:.0f} s "
                     f"(in flight: {busy or 'nothing'}; flushes not yet acted on: {pending or 'none'})"
                 )
-            time.sleep(POLL_S)
+            time.sleep(timing.settle_poll)
         snapshot = {h: [e.to_dict() for e in p.queue] if p.queue is not None else None for h, p in probes.items()}
         self.run_dir.write_json(f"queues/step-{record.index + 1:02d}.json", snapshot)
         record.detail = {"polls": polls, "queued": {h: len(q) for h, q in snapshot.items() if q}}
@@ -355,7 +378,11 @@ class ScenarioRunner:
     # --- probing ---------------------------------------------------------------------
 
     def _probe(self, hosts: list[str]) -> dict[str, _Probe]:
-        """Queue and log size of each host in one exec per host, in parallel."""
+        """Queue and log size of each host in one exec per host, in parallel.
+
+        A host with a flush not yet acted on also shows its log since the flush,
+        in the same exec (no second round of execs per poll).
+        """
 
         def one(host: str) -> _Probe:
             adapter = mta_adapter(self.plan.hosts[host].software)
@@ -364,6 +391,8 @@ class ScenarioRunner:
                 f"out=$({adapter.queue_command()} 2>&1); rc=$?; printf '%s\\n' \"$out\"; "
                 f"echo {_LOG_MARK} $rc; if [ -e {log} ]; then wc -c < {log}; else echo 0; fi"
             )
+            if host in self._flushed:
+                cmd += f"; echo {_TAIL_MARK}; tail -c +{self._flushed[host][0] + 1} {log} 2>/dev/null"
             try:
                 res = self.lab.exec(host, cmd, timeout=PROBE_TIMEOUT_S)
             except HostDown:
@@ -374,15 +403,17 @@ class ScenarioRunner:
                     return _Probe(None, 0)
                 output = (res.stdout + res.stderr).strip()[-500:] or "no output"
                 return _Probe(None, 0, trouble=f"exit {res.rc}: {output}")
+            tail, tail_mark, since_flush = tail.partition(_TAIL_MARK)
             rc, _, size = tail.strip().partition("\n")
             if rc.strip() != "0":
                 raise ScenarioError(
                     f"`{adapter.queue_command()}` failed on {host} (exit {rc.strip()}): {head.strip()[-500:]}"
                 )
             try:
-                return _Probe(adapter.parse_queue(head), int(size.strip() or 0))
+                log_size = int(size.strip() or 0)
             except ValueError:
-                return _Probe(adapter.parse_queue(head), 0)
+                log_size = 0
+            return _Probe(adapter.parse_queue(head), log_size, since_flush=since_flush if tail_mark else None)
 
         return parallel(one, hosts)
 
@@ -396,8 +427,10 @@ class ScenarioRunner:
             queued = {e.queue_id for e in probe.queue}
             waiting = ids & queued
             if waiting:
-                log = mta_adapter(self.plan.hosts[host].software).mail_log
-                tail = self.lab.exec(host, f"tail -c +{offset + 1} {log}", timeout=10).stdout
+                tail = probe.since_flush
+                if tail is None:  # probed before the flush was recorded
+                    log = mta_adapter(self.plan.hosts[host].software).mail_log
+                    tail = self.lab.exec(host, f"tail -c +{offset + 1} {log}", timeout=10).stdout
                 waiting = {q for q in waiting if q not in tail}
             if waiting:
                 pending[host] = sorted(waiting)

@@ -8,7 +8,6 @@ import pytest
 from fakelab import FakeLab, split_before
 from recorded import mx_routing_plan, recorded_dir, recorded_logs
 
-from testbed import scenario
 from testbed.adapters import mta_adapter
 from testbed.plan import LabPlan
 
@@ -19,17 +18,13 @@ RUN_ID = "238e79f1"
 BOUNCE = "1xXZwA-0000AU-1u"
 
 
-@pytest.fixture
-def fast_settle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scenario, "POLL_S", 0.0)
-
-
 def exim_plan() -> LabPlan:
-    return mx_routing_plan(software="exim", run_id=RUN_ID, **{"timing.settle_quiet": 0, "timing.settle_timeout": 5})
+    return mx_routing_plan(software="exim", run_id=RUN_ID, **{"timing.settle_quiet": 0, "timing.settle_poll": 0,
+                                                                 "timing.settle_timeout": 5})
 
 
 @pytest.fixture
-def exim_lab(tmp_path: Path, fast_settle: None) -> FakeLab:
+def exim_lab(tmp_path: Path) -> FakeLab:
     """The recorded Exim lab: every MTA log as recorded, mx20's up to its bounce
     (the rest is logged when mx20's queue is flushed), mx20 holding the bounce."""
     data = recorded_dir("exim", "bookworm", "mx-routing-broken")

@@ -60,7 +60,7 @@ def test_each_mta_owns_its_reply_pattern(reply: str, queue_id: str | None) -> No
 def test_service_commands_come_from_the_adapter() -> None:
     plan = mx_routing_plan()
     files = {f.path: f for f in host_files(plan, plan.hosts["mx20"])}
-    assert files["/etc/testbed/ready"].content.startswith("#!/bin/sh\npostfix status")
+    assert files["/etc/testbed/ready"].content == "#!/bin/sh\nss -Hltn 'sport = :25' | grep -q LISTEN\n"
     assert files["/etc/testbed/ready"].mode == 0o755
     assert "/etc/testbed/ready" not in {f.path for f in host_files(plan, plan.hosts["router"])}
     postfix = mta_adapter("postfix")

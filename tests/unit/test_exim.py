@@ -300,7 +300,7 @@ def test_config_time_compression() -> None:
     assert option(conf, "ignore_bounce_errors_after") == "180s"
     assert option(conf, "delay_warning") == "0s"
     assert re.search(r"^\*  \*  G,180s,10s,2$", conf, re.MULTILINE)
-    assert conf.count("connect_timeout = 2s") == 1  # remote_smtp only: mx20 stores no mail
+    assert conf.count("connect_timeout = 1s") == 1  # remote_smtp only: mx20 stores no mail
     assert option(conf, "hosts_try_fastopen") == ""
     assert "-smtp_confirmation" not in conf and "+smtp_confirmation" in conf
     assert "exec exim4 -bd -q5s" in files["/etc/testbed/service"]

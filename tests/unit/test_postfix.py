@@ -78,7 +78,7 @@ def test_main_cf_follows_the_stack(host: str, protocols: str) -> None:
     plan = mx_routing_plan()
     main_cf = next(f for f in host_files(plan, plan.hosts[host]) if f.path == "/etc/postfix/main.cf").content
     assert f"inet_protocols = {protocols}\n" in main_cf
-    assert "minimal_backoff_time = 10s" in main_cf and "smtp_connect_timeout = 2s" in main_cf
+    assert "minimal_backoff_time = 10s" in main_cf and "smtp_connect_timeout = 1s" in main_cf
 
 
 def test_main_cf_roles() -> None:

@@ -43,7 +43,8 @@ def test_settle_waits_while_a_message_is_in_flight(exim_lab: FakeLab, tmp_path: 
     exim_lab.reply("mx20", EXIM.queue_command(), active, active, active, deferred)
     rec = record()
     runner(exim_lab, tmp_path).settle(None, rec)
-    assert rec.detail["polls"] == 4  # three busy, then quiet (settle_quiet is 0 here)
+    # Three busy, then two calm ones with the same log sizes (settle_quiet is 0 here).
+    assert rec.detail["polls"] == 5
 
 
 def test_settle_gives_up_at_its_timeout(exim_lab: FakeLab, tmp_path: Path) -> None:
@@ -96,7 +97,9 @@ def test_flush_retries_the_waiting_ids_and_settle_waits_for_their_log_lines(exim
     assert BOUNCE in exim_lab.read_file("mx20", EXIM.mail_log)[size_before:]  # the fake MTA logged the retry
     r.settle(None, record(5))
     assert r._flushed == {}  # acted on: a log line after the flush names the bounce
-    assert any(c.startswith(f"tail -c +{size_before + 1} ") for c in exim_lab.commands("mx20"))
+    # The log since the flush comes with the probe, in the same exec.
+    assert any(EXIM.queue_command() in c and f"; tail -c +{size_before + 1} " in c for c in exim_lab.commands("mx20"))
+    assert not any(c.startswith("tail -c") for c in exim_lab.commands("mx20"))
 
 
 def test_a_flush_nobody_acts_on_keeps_settle_waiting(exim_lab: FakeLab, tmp_path: Path) -> None:
@@ -136,3 +139,36 @@ def test_the_fake_lab_refuses_what_nobody_recorded(exim_lab: FakeLab) -> None:
     exim_lab.stop("mx20")
     with pytest.raises(HostDown, match="mx20 is not running"):
         exim_lab.exec("mx20", EXIM.queue_command())
+
+
+# --- the quiet window (pure: probe times and log sizes in, settled or not out) ----------
+
+
+def test_quiet_window_counts_from_the_first_probe_that_saw_the_final_sizes() -> None:
+    from testbed.scenario import QuietWindow
+
+    q = QuietWindow(1.0)
+    assert not q.probed(0.0, 0.2, {"mx20": 10}, calm=True)  # the sizes are read somewhere in [0.0, 0.2]
+    assert not q.probed(0.5, 0.7, {"mx20": 10}, calm=True)  # unchanged, but only since 0.2
+    assert not q.probed(1.1, 1.3, {"mx20": 10}, calm=True)  # 0.9 s proven quiet
+    assert q.probed(1.2, 1.4, {"mx20": 10}, calm=True)  # 1.0 s between the end of the first and this start
+
+
+def test_quiet_window_starts_over_when_a_log_grows_or_anything_is_in_flight() -> None:
+    from testbed.scenario import QuietWindow
+
+    q = QuietWindow(1.0)
+    q.probed(0.0, 0.1, {"a": 1}, calm=True)
+    assert not q.probed(2.0, 2.1, {"a": 2}, calm=True)  # grew: the new run starts at 2.1
+    assert not q.probed(2.5, 2.6, {"a": 2}, calm=True)
+    assert not q.probed(3.0, 3.1, {"a": 2}, calm=False)  # in flight, log unchanged: no quiet yet
+    assert not q.probed(4.5, 4.6, {"a": 2}, calm=True)  # calm again: counts from 4.6
+    assert q.probed(5.6, 5.7, {"a": 2}, calm=True)
+
+
+def test_quiet_window_of_zero_still_needs_two_probes_with_the_same_sizes() -> None:
+    from testbed.scenario import QuietWindow
+
+    q = QuietWindow(0.0)
+    assert not q.probed(0.0, 0.1, {"a": 1}, calm=True)
+    assert q.probed(0.1, 0.2, {"a": 1}, calm=True)
