@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -255,3 +256,75 @@ def test_what_the_client_software_cannot_do_is_refused_before_the_lab(tmp_path: 
     assert "msmtp has no option to use ipv6 only" in text
     assert "submit over smtp" in text
     assert "msmtp cannot fetch" in text
+
+
+# --- the client step against a fake lab replaying recorded real tb-trace runs -------------
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "clients" / "trace"
+
+REPLAY = """
+name: replay
+segments:
+  core: {family: dual, subnet_v4: 198.18.4.0/24, subnet_v6: "2001:db8:4::/64"}
+hosts:
+  dns: {kind: dns, segment: core, id: 53}
+  client: {kind: client, segment: core, id: 100, fqdn: client.skimbee.net}
+  mx30: {kind: mta, segment: core, id: 30, fqdn: mx30.brainbird.nl}
+domains:
+  brainbird.nl: {mx: {mx30: 10}, mailboxes: [user]}
+scenario:
+  - client: {id: s1, host: client, action: submit, server: mx30, to: user@brainbird.nl}
+"""
+
+
+def _replay(tmp_path: Path, recording: str):
+    from fakelab import FakeLab
+
+    from testbed.rundir import RunDir
+    from testbed.scenario import ScenarioRunner, StepRecord
+
+    plan = plan_lab(load_topology(write(tmp_path, REPLAY)), "rec", EngineCaps((1, 41)))
+    lab = FakeLab(plan, tmp_path / "lab")
+    lab.answer("client", "tb-trace", (RECORDED / recording).read_text())
+    lab.answer("client", "swaks --version", "swaks version 20201014.0\n")
+    run_dir = RunDir(tmp_path / "run")
+    runner = ScenarioRunner(lab, run_dir)
+    record = StepRecord(0, "client", "client s1", 0.0)
+    runner.client(plan.scenario[0].client, record)
+    return lab, runner, record, run_dir
+
+
+def test_a_client_step_records_lookups_attempts_and_outcome(tmp_path: Path) -> None:
+    lab, runner, record, run_dir = _replay(tmp_path, "bookworm-swaks-blackhole-ipv6.json")
+    result = runner.clients["s1"]
+    assert result.resolved == ["2001:db8:4::30", "198.18.4.30"]
+    assert [(a.address, a.result, a.syns) for a in result.attempts] == [("2001:db8:4::30", "timeout", 3)]
+    assert not result.outcome.ok and "IO::Socket::INET6: connect: timeout" in (result.outcome.reply or "")
+    assert result.version == "swaks version 20201014.0" and result.connected is None
+    assert record.detail["ok"] is False
+    [cmd] = [c for c in lab.commands("client") if "tb-trace" in c]
+    assert cmd.startswith("tb-trace --ports 25 -- sh -c ") and "--timeout 3s" in cmd
+    saved = json.loads((run_dir.path / "clients" / "s1.json").read_text())
+    assert saved["attempts"][0]["host"] == "mx30" and saved["resolved"][0] == "2001:db8:4::30"
+    assert (run_dir.path / "clients" / "s1.txt").read_text().startswith("$ tb-trace")
+
+
+def test_a_client_step_that_falls_back(tmp_path: Path) -> None:
+    _, runner, _, _ = _replay(tmp_path, "bookworm-msmtp-refused-ipv6.json")
+    result = runner.clients["s1"]
+    assert [(a.family, a.result) for a in result.attempts] == [("ipv6", "refused"), ("ipv4", "connected")]
+    assert result.connected is not None and result.connected.address == "198.18.4.30"
+
+
+def test_a_client_step_without_a_trace_is_a_lab_error(tmp_path: Path) -> None:
+    from fakelab import FakeLab
+
+    from testbed.rundir import RunDir
+    from testbed.scenario import ScenarioError, ScenarioRunner, StepRecord
+
+    plan = plan_lab(load_topology(write(tmp_path, REPLAY)), "rec", EngineCaps((1, 41)))
+    lab = FakeLab(plan, tmp_path / "lab")
+    lab.answer("client", "tb-trace", "", rc=2)
+    runner = ScenarioRunner(lab, RunDir(tmp_path / "run"))
+    with pytest.raises(ScenarioError, match="client step s1 on client: no trace"):
+        runner.client(plan.scenario[0].client, StepRecord(0, "client", "client s1", 0.0))
