@@ -180,6 +180,8 @@ class ClientAdapter(HostAdapter):
     protocols: ClassVar[frozenset[str]] = frozenset()
     #: The address families a step can restrict it to ("any": no restriction).
     families: ClassVar[frozenset[str]] = frozenset({"any", "ipv4", "ipv6"})
+    #: The client writes its SMTP transcript to stderr (the ``send`` step reads stdout).
+    transcript_on_stderr: ClassVar[bool] = False
     #: Set on behaviour models of software that cannot run here: what is modelled ...
     model_of: ClassVar[str | None] = None
     #: ... and the cited source the model follows.
@@ -218,7 +220,11 @@ class ClientAdapter(HostAdapter):
         family: str = "any",
         timeout_s: int = 30,
     ) -> str:
-        raise NotImplementedError
+        """The submission as a command whose stdout holds the client's transcript."""
+        request = ClientRequest("submit", "smtp", server, 25, float(timeout_s), family, sender, tuple(recipients),
+                                message_id, subject, helo)
+        command = self.client_command(request)
+        return f"{{ {command}; }} 2>&1" if self.transcript_on_stderr else command
 
     def last_reply(self, output: str) -> str | None:
         """The server's reply to the end of DATA, from the client's output."""

@@ -37,6 +37,7 @@ class CurlClient(ClientAdapter):
     image = "client"
     actions = frozenset({"submit", "fetch", "connect"})
     protocols = frozenset({"smtp", "imap", "pop3"})
+    transcript_on_stderr = True
 
     def version_command(self) -> str:
         return "curl --version | head -n 1"
@@ -65,23 +66,6 @@ class CurlClient(ClientAdapter):
             return shlex.join([*args, f"{req.protocol}://{_format_port(req)}/{path}"])
         # connect: a harmless command after the greeting; only reaching the server counts.
         return shlex.join([*args, "--request", "NOOP", f"{req.protocol}://{_format_port(req)}/"])
-
-    def send_command(
-        self,
-        *,
-        server: str,
-        sender: str,
-        recipients: list[str],
-        message_id: str,
-        subject: str,
-        helo: str,
-        family: str = "any",
-        timeout_s: int = 30,
-    ) -> str:
-        req = ClientRequest("submit", "smtp", server, 25, timeout_s, family, sender, tuple(recipients), message_id,
-                            subject, helo)
-        # The transcript is on stderr; the send step reads stdout.
-        return f"{{ {self.client_command(req)}; }} 2>&1"
 
     @staticmethod
     def _server_lines(output: str) -> list[str]:

@@ -24,6 +24,7 @@ class MsmtpClient(ClientAdapter):
     image = "client"
     actions = frozenset({"submit"})
     protocols = frozenset({"smtp"})
+    transcript_on_stderr = True
     families = frozenset({"any"})  # no option to use one family only
 
     def version_command(self) -> str:
@@ -43,22 +44,6 @@ class MsmtpClient(ClientAdapter):
             args.append(f"--domain={req.helo}")
         args += ["--", *req.recipients]
         return f"printf '%s' {shlex.quote(message_text(req))} | {shlex.join(args)}"
-
-    def send_command(
-        self,
-        *,
-        server: str,
-        sender: str,
-        recipients: list[str],
-        message_id: str,
-        subject: str,
-        helo: str,
-        family: str = "any",
-        timeout_s: int = 30,
-    ) -> str:
-        req = ClientRequest("submit", "smtp", server, 25, timeout_s, family, sender, tuple(recipients), message_id,
-                            subject, helo)
-        return f"{{ {self.client_command(req)}; }} 2>&1"
 
     @staticmethod
     def _server_lines(output: str) -> list[str]:

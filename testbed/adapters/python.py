@@ -89,22 +89,6 @@ class PythonClient(ClientAdapter):
 
     # The scenario's send step.
 
-    def send_command(
-        self,
-        *,
-        server: str,
-        sender: str,
-        recipients: list[str],
-        message_id: str,
-        subject: str,
-        helo: str,
-        family: str = "any",
-        timeout_s: int = 30,
-    ) -> str:
-        return self.client_command(ClientRequest(
-            "submit", "smtp", server, 25, float(timeout_s), family, sender, tuple(recipients),
-            message_id, subject, helo))
-
     def last_reply(self, output: str) -> str | None:
         """The server's reply to the end of DATA (tb-pyclient's result line), if the submission got that far."""
         result = parse_result(output)
