@@ -10,6 +10,7 @@ from typing import Any
 from .schema import (
     FAMILIES_OF,
     ClientExpect,
+    DistributionExpect,
     ClientStep,
     FaultStep,
     FQDN_RE,
@@ -421,6 +422,8 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("dns", "step"), _unknown("client step", exp.dns.step, client_steps)))
         elif isinstance(exp, ClientExpect):
             out += _check_client_expectation(top, exp, loc + ("client",))
+        elif isinstance(exp, DistributionExpect):
+            out += _check_distribution(top, exp, loc + ("distribution",))
         for where, ref in refs:
             if ref is not None and ref not in messages:
                 out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"
@@ -506,6 +509,32 @@ def _check_faults(top: Topology) -> list[tuple[Loc, str]]:
 def _routers_on(top: Topology, segment: str, family: str) -> list[str]:
     return [n for n, h in top.hosts.items()
             if h.kind == "router" and segment in (h.segments or []) and family in FAMILIES_OF[top.segments[segment].family]]
+
+
+def _check_distribution(top: Topology, exp: DistributionExpect, loc: Loc) -> list[tuple[Loc, str]]:
+    import fnmatch
+
+    check = exp.distribution
+    out: list[tuple[Loc, str]] = []
+    if check.steps is not None:
+        steps = top.client_steps()
+        if not any(fnmatch.fnmatchcase(sid, check.steps) for sid in steps):
+            out.append((loc + ("steps",), _unknown("client step", check.steps, steps)))
+    if check.messages is not None:
+        messages = top.messages()
+        if not any(fnmatch.fnmatchcase(m, check.messages) for m in messages):
+            out.append((loc + ("messages",), f"no step sends a message matching {check.messages!r}; expected "
+                                             f"{_one_of(messages)}"))
+    for i, host in enumerate(check.servers):
+        if host not in top.hosts:
+            out.append((loc + ("servers", i), _unknown("host", host, top.hosts)))
+    servers = set(check.servers)
+    if check.all_to is not None and check.all_to not in servers:
+        out.append((loc + ("all_to",), f"{check.all_to!r} is not one of the servers counted ({', '.join(check.servers)})"))
+    for host in check.share:
+        if host not in servers:
+            out.append((loc + ("share", host), f"{host!r} is not one of the servers counted ({', '.join(check.servers)})"))
+    return out
 
 
 def _check_client_expectation(top: Topology, exp: ClientExpect, loc: Loc) -> list[tuple[Loc, str]]:

@@ -367,9 +367,10 @@ ClientAction = Literal["submit", "fetch", "connect"]
 ClientProtocol = Literal["smtp", "imap", "pop3"]
 #: The port each protocol is reached on in a lab.
 PROTOCOL_PORTS = {"smtp": 25, "imap": 143, "pop3": 110}
-#: The resolvers a client step can use: the client's own (glibc's getaddrinfo) or
-#: a behaviour model (``tb-resolver-model``) whose answer the client then gets.
-RESOLVERS = ("glibc", "macos-10.6-model")
+#: The resolvers a client step can use: the client's own (glibc's getaddrinfo),
+#: c-ares (real software: RFC 6724 sorting, ``tb-resolve-cares``) or a behaviour
+#: model (``tb-resolver-model``); the client then gets their answer.
+RESOLVERS = ("glibc", "c-ares", "macos-10.6-model")
 
 
 class ClientSpec(Strict):
@@ -393,6 +394,9 @@ class ClientSpec(Strict):
     mailbox: str | None = None
     #: Free labels shown in the report (a sweep sets its variable here).
     labels: dict[str, Any] = Field(default_factory=dict)
+    #: Run the client this many times in a row, each resolving afresh (one traced
+    #: run: ID.1 ... ID.N); a ``distribution`` expectation counts where they went.
+    repeat: int = Field(1, ge=1, le=500)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -712,7 +716,50 @@ class LogExpect(Expectation):
     log: LogCheck
 
 
-EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client")
+class Share(Strict):
+    """A range of percentages, both ends included."""
+
+    min: float = Field(0, ge=0, le=100)
+    max: float = Field(100, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Share:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
+class DistributionCheck(Strict):
+    """Where N connections or messages went, counted per server from the servers' own logs."""
+
+    #: Client steps (a glob over step ids; every run of a repeated step): each run's
+    #: connection that worked, counted at the server whose log shows it.
+    steps: str | None = None
+    #: Or messages (a glob over message names): counted at the first of ``servers`` on each one's path.
+    messages: str | None = None
+    #: The servers counted; anything else that received one counts as "elsewhere".
+    servers: list[Name] = Field(min_length=1)
+    #: How many were counted at the servers in all.
+    count: int | None = Field(None, ge=0)
+    #: Every one went to this server.
+    all_to: Name | None = None
+    #: Every server got a share in this range (percent of those counted).
+    each: Share | None = None
+    #: Per server: its share's range.
+    share: dict[Name, Share] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DistributionCheck:
+        if (self.steps is None) == (self.messages is None):
+            raise ValueError("a distribution counts either client 'steps' or 'messages' (exactly one of them)")
+        return self
+
+
+class DistributionExpect(Expectation):
+    distribution: DistributionCheck
+
+
+EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client", "distribution")
 
 Expect = Annotated[
     Annotated[MessageExpect, Tag("message")]
@@ -720,7 +767,8 @@ Expect = Annotated[
     | Annotated[MailboxExpect, Tag("mailbox")]
     | Annotated[QueueExpect, Tag("queue")]
     | Annotated[LogExpect, Tag("log")]
-    | Annotated[ClientExpect, Tag("client")],
+    | Annotated[ClientExpect, Tag("client")]
+    | Annotated[DistributionExpect, Tag("distribution")],
     Discriminator(
         _single_key(EXPECT_KINDS),
         custom_error_type="expect_kind",
@@ -878,6 +926,8 @@ __all__ = [
     "LogCheck",
     "LogExpect",
     "EXPECT_KINDS",
+    "DistributionCheck",
+    "DistributionExpect",
     "Expect",
     "Variant",
     "Topology",
