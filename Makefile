@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce-no-fallback reproduce-resolver-race \
+        reproduce-no-fallback reproduce-resolver-race reproduce-round-robin \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -56,7 +56,12 @@ reproduce-no-fallback: $(STAMP) host-tools
 reproduce-resolver-race: $(STAMP) host-tools
 	$(BIN)/testbed reproduce resolver-race $(RUN_ARGS)
 
-reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race
+# Slides 7-8: longest-prefix matching (RFC 3484 rule 9) against round-robin DNS.
+reproduce-round-robin: $(STAMP) host-tools
+	$(BIN)/testbed reproduce round-robin $(RUN_ARGS)
+
+reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
+           reproduce-round-robin
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

@@ -277,7 +277,8 @@ def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
             return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [convert(v) for v in value]
-        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
+                      | ipaddress.IPv4Interface | ipaddress.IPv6Interface):
             return str(value)
         return value
 

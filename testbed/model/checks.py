@@ -42,6 +42,8 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     out += _check_hosts(top)
     out += _check_addresses(top)
+    out += _check_extra_addresses(top)
+    out += _check_dns_names(top)
     out += _check_domains(top)
     out += _check_dns(top)
     out += _check_dns_rules(top)
@@ -160,6 +162,8 @@ def assign_host_ids(top: Topology) -> tuple[dict[tuple[str, str], int], list[tup
     taken: dict[str, set[int]] = {s: set() for s in top.segments}
     problems: list[tuple[Loc, str]] = []
     for name, host in top.hosts.items():
+        for seg, extra in host.addresses.items():
+            taken.get(seg, set()).update(extra)  # kept free for the host's extra addresses
         for seg in segments_of(top, name):
             if host.id is not None and seg in taken:
                 ids[(name, seg)] = host.id
@@ -186,6 +190,39 @@ def assign_host_ids(top: Topology) -> tuple[dict[tuple[str, str], int], list[tup
             ids[(name, seg)] = n
             taken[seg].add(n)
     return ids, problems
+
+
+def _check_dns_names(top: Topology) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for name, owners in top.dns.names.items():
+        for i, owner in enumerate(owners):
+            if owner not in top.hosts:
+                out.append((("dns", "names", name, i), _unknown("host", owner, top.hosts)))
+    return out
+
+
+def _check_extra_addresses(top: Topology) -> list[tuple[Loc, str]]:
+    """Extra host numbers: on the host's own segments, and nobody else's number there."""
+    out: list[tuple[Loc, str]] = []
+    owner: dict[tuple[str, int], str] = {}
+    for name, host in top.hosts.items():
+        for seg in segments_of(top, name):
+            if host.id is not None:
+                owner[(seg, host.id)] = name
+    for name, host in top.hosts.items():
+        mine = set(segments_of(top, name))
+        for seg, extra in host.addresses.items():
+            loc: Loc = ("hosts", name, "addresses", seg)
+            if seg not in mine:
+                out.append((loc, f"{name} is not on segment {seg!r}; its segments: {', '.join(sorted(mine))}"))
+                continue
+            for i, n in enumerate(extra):
+                other = owner.get((seg, n))
+                if other is not None:
+                    what = "its own id" if other == name else f"{other}'s number"
+                    out.append((loc + (i,), f"{n} is {what} on segment {seg}"))
+                owner[(seg, n)] = name
+    return out
 
 
 def _check_addresses(top: Topology) -> list[tuple[Loc, str]]:

@@ -202,6 +202,9 @@ class Host(Strict):
     suite: Literal[IMAGE_SUITES] | None = None  # type: ignore[valid-type]
     #: Broken paths to this host per family from the start (``fault`` steps change them).
     faults: dict[Literal["ipv4", "ipv6"], Literal["blackhole", "refused"]] = Field(default_factory=dict)
+    #: More host numbers per segment: each is one more address of this host there, in
+    #: every family it has on that segment (``{clients: [40, 41]}``: .40 and ::40 too).
+    addresses: dict[Name, list[Annotated[int, Field(ge=2, le=127)]]] = Field(default_factory=dict)
     description: str = ""
 
     @field_validator("fqdn")
@@ -271,6 +274,9 @@ class DnsSettings(Strict):
     server: Name | None = None
     ttl: int = Field(60, ge=0, le=MAX_TTL)
     records: list[DnsRecord] = Field(default_factory=list)
+    #: More names for lab hosts: each name gets the A and AAAA records of every host listed,
+    #: in this order (a name served by several hosts, e.g. for round robin).
+    names: dict[DnsName, list[Name]] = Field(default_factory=dict)
     omit: list[DnsOmit] = Field(default_factory=list)
     rules: list[dict[str, Any]] = Field(default_factory=list)
 
