@@ -654,14 +654,14 @@ def _plan_roles(
     relay: dict[str, list[str]] = {}
     submission: dict[str, list[str]] = {}
     for dname, dom in top.domains.items():
-        final = top.mailbox_host(dname)
+        finals = top.final_mx_hosts(dname)
         store_fqdn = top.fqdn_of(dom.mailstore) if dom.mailstore else None
-        if final:
+        for final in finals:
             local.setdefault(final, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
         if dom.mailstore:
             local.setdefault(dom.mailstore, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
         for mx in dom.mx:
-            if mx != final:
+            if mx not in finals:
                 relay.setdefault(mx, []).append(dname)
         if dom.relay:
             submission.setdefault(dom.relay, []).append(dname)

@@ -840,6 +840,19 @@ class Topology(Strict):
             return None
         return min(dom.mx.items(), key=lambda kv: kv[1])[0]
 
+    def final_mx_hosts(self, domain: str) -> list[str]:
+        """The MX hosts that deliver the domain's mail themselves: the mailbox host, and, when the
+        domain has a mailstore and no pinned mailbox host, every other MX of the best preference
+        (equal-preference MX hosts share the load; each hands its mail to the mailstore over LMTP)."""
+        final = self.mailbox_host(domain)
+        if final is None:
+            return []
+        dom = self.domains[domain]
+        if dom.mailbox_host or not dom.mailstore:
+            return [final]
+        best = dom.mx[final]
+        return [final] + [mx for mx, pref in dom.mx.items() if pref == best and mx != final]
+
     def steps(self) -> list[Step]:
         """The scenario as it runs: every sweep expanded into its steps."""
         out: list[Step] = []
