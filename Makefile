@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce-no-fallback reproduce-resolver-race \
+        reproduce-no-fallback reproduce-resolver-race reproduce-transition-addresses \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -56,7 +56,12 @@ reproduce-no-fallback: $(STAMP) host-tools
 reproduce-resolver-race: $(STAMP) host-tools
 	$(BIN)/testbed reproduce resolver-race $(RUN_ARGS)
 
-reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race
+# Slide 30: Teredo- and 6to4-shaped AAAA against glibc's address selection (docs/clients.md).
+reproduce-transition-addresses: $(STAMP) host-tools
+	$(BIN)/testbed reproduce transition-addresses $(RUN_ARGS)
+
+reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
+           reproduce-transition-addresses
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current
