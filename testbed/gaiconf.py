@@ -215,6 +215,15 @@ def _shown(kind: str, net: ipaddress.IPv6Network) -> str:
     return str(net)
 
 
+def summary(table: str | None, entries: Mapping[str, Sequence[Entry]]) -> str:
+    """A short name for what a host's gai.conf holds: ``rfc6724``, ``glibc-default + 1 line``, ``2 lines``."""
+    n = sum(len(entries.get(k, ())) for k in KINDS)
+    lines = f"{n} line{'' if n == 1 else 's'}"
+    if table:
+        return f"{table} + {lines}" if n else table
+    return lines
+
+
 def render(table: str | None = None, entries: Mapping[str, Sequence[Entry]] | None = None, host: str = "") -> str:
     """The text of /etc/gai.conf: every line of each kind the table or the entries touch."""
     entries = entries or {}

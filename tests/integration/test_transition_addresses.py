@@ -82,6 +82,9 @@ def test_the_black_hole_costs_the_transition_first_clients(labs) -> None:
     for sid in ("bh-ter-teredo", "bh-stf-6to4"):
         assert [a.result for a in clients[sid].attempts] == ["timeout", "connected"], sid
         assert [a.family for a in clients[sid].attempts] == ["ipv6", "ipv4"], sid
+    curl = clients["bh-cu-ter-teredo"]  # Happy Eyeballs: IPv4 starts before the Teredo attempt's timeout is up
+    assert [a.family for a in curl.attempts] == ["ipv6", "ipv4"] and curl.connected.family == "ipv4"
+    assert curl.attempts[1].started < curl.attempts[0].started + curl.timeout_s
     for sid in ("bh-sw-ter-teredo", "bh-sw-stf-6to4"):
         assert [a.result for a in clients[sid].attempts] == ["timeout"], sid
         assert "timeout" in (clients[sid].outcome.reply or ""), sid

@@ -206,3 +206,17 @@ def test_transition_reproduction_clients_get_their_tables() -> None:
     fixed = plan_lab(load_topology(TOPOLOGIES / "transition-addresses.yaml", "fixed"), "u", EngineCaps((1, 41)),
                      [n for s in plan.segments.values() for n in s.subnets])
     assert not {str(s.subnet_v6) for s in fixed.segments.values()} & {str(s.subnet_v6) for s in plan.segments.values()}
+
+
+def test_summary_names_the_table_and_counts_the_lines() -> None:
+    assert gaiconf.summary("rfc6724", {}) == "rfc6724"
+    assert gaiconf.summary("glibc-default", {"precedence": [("::ffff:0:0/96", 100)]}) == "glibc-default + 1 line"
+    assert gaiconf.summary(None, {"label": [("2001::/32", 1)], "scopev4": [("10.0.0.0/8", 5)]}) == "2 lines"
+
+
+def test_a_second_run_of_the_same_variant_is_refused_with_the_subnet() -> None:
+    from testbed.errors import PreflightError
+
+    topo = load_topology(TOPOLOGIES / "transition-addresses.yaml")
+    with pytest.raises(PreflightError, match=r"pinned subnet 2001:0:c633:6401::/64 overlaps .* already in use"):
+        plan_lab(topo, "t", EngineCaps((1, 41)), [ipaddress.ip_network("2001:0:c633:6401::/64")])
