@@ -10,6 +10,7 @@ RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
         reproduce-no-fallback reproduce-resolver-race reproduce-round-robin \
+        reproduce-transition-addresses \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -60,8 +61,12 @@ reproduce-resolver-race: $(STAMP) host-tools
 reproduce-round-robin: $(STAMP) host-tools
 	$(BIN)/testbed reproduce round-robin $(RUN_ARGS)
 
+# Slide 30: Teredo- and 6to4-shaped AAAA against glibc's address selection (docs/clients.md).
+reproduce-transition-addresses: $(STAMP) host-tools
+	$(BIN)/testbed reproduce transition-addresses $(RUN_ARGS)
+
 reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
-           reproduce-round-robin
+           reproduce-round-robin reproduce-transition-addresses
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, gaiconf
 from .errors import TestbedError, TopologyError
 from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
 from .source import load_yaml, parse_yaml, read_text
@@ -178,7 +178,9 @@ def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta,
         table.add_column(col)
     for h in lab.hosts.values():
         table.add_row(*map(Text, (
-            h.name, h.kind, h.software, h.stack,
+            h.name, h.kind,
+            h.software + (f"\ngai.conf: {gaiconf.summary(h.gai_conf.table, h.gai_conf.entries())}" if h.gai_conf else ""),
+            h.stack,
             "\n".join(map(str, h.addresses())),
             "\n".join(f"{r.prefix} via {r.via}" for r in h.routes),
         )))

@@ -19,6 +19,7 @@ from .model import (
     FAMILIES_OF,
     ClientSpec,
     Expect,
+    GaiConf,
     SendSpec,
     Step,
     Timing,
@@ -222,6 +223,8 @@ class HostPlan:
     nameservers: tuple[IPAddress, ...]
     sysctls: dict[str, str]
     roles: MailRoles = MailRoles()
+    #: glibc's /etc/gai.conf, as the topology gives it (None: the image's own); render writes it.
+    gai_conf: GaiConf | None = None
 
     @property
     def families(self) -> frozenset[str]:
@@ -480,6 +483,7 @@ def plan_lab(
             nameservers=nameservers,
             sysctls=_sysctls(host.kind, stack),
             roles=roles.get(name, MailRoles()),
+            gai_conf=host.gai_conf if host.gai_conf is not None and not host.gai_conf.empty else None,
         )
     zones = plan_zones(top, segments, hosts)
     labels = {LABEL_RUN: run_id, LABEL_LAB: top.name, LABEL_VARIANT: top.variant}

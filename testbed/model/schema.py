@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import re2
 
@@ -190,6 +190,59 @@ class Segment(Strict):
         return _not_special(net)
 
 
+class GaiEntry(Strict):
+    """One ``precedence`` or ``label`` line of /etc/gai.conf: an IPv6 prefix and its value."""
+
+    #: The kind of line whose rules apply (testbed/gaiconf.py); label and precedence share them.
+    _kind: ClassVar[str] = "precedence"
+    prefix: str
+    value: Annotated[int, Field(strict=True)]
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        from ..gaiconf import prefix_problem
+
+        problem = prefix_problem(cls._kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: int) -> int:
+        from ..gaiconf import value_problem
+
+        problem = value_problem(cls._kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class GaiScopeEntry(GaiEntry):
+    """One ``scopev4`` line: an IPv4 prefix (or ``::ffff:a.b.c.d/N``) and its scope, 0-15."""
+
+    _kind: ClassVar[str] = "scopev4"
+
+
+class GaiConf(Strict):
+    """glibc's /etc/gai.conf for one host: a named table and/or explicit lines (testbed/gaiconf.py)."""
+
+    #: glibc-default: glibc's built-in (RFC 3484) table written out; rfc6724: RFC 6724's table.
+    table: Literal["glibc-default", "rfc6724"] | None = None
+    precedence: list[GaiEntry] = Field(default_factory=list)
+    label: list[GaiEntry] = Field(default_factory=list)
+    scopev4: list[GaiScopeEntry] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing given (``gai_conf: {}``): no file is written, the image's own applies."""
+        return self.table is None and not (self.precedence or self.label or self.scopev4)
+
+    def entries(self) -> dict[str, list[tuple[str, int]]]:
+        return {kind: [(e.prefix, e.value) for e in getattr(self, kind)] for kind in ("precedence", "label", "scopev4")}
+
+
 class Host(Strict):
     kind: HostKind
     software: str | None = None
@@ -206,6 +259,8 @@ class Host(Strict):
     #: every family it has on that segment (``{clients: [40, 41]}``: .40 and ::40 too).
     addresses: dict[Name, list[Annotated[int, Field(ge=2, le=127)]]] = Field(default_factory=dict)
     description: str = ""
+    #: glibc's /etc/gai.conf on this host (getaddrinfo's address-selection tables); None: the image's own.
+    gai_conf: GaiConf | None = None
 
     @field_validator("fqdn")
     @classmethod
@@ -900,6 +955,9 @@ __all__ = [
     "Pools",
     "Timing",
     "Segment",
+    "GaiEntry",
+    "GaiScopeEntry",
+    "GaiConf",
     "Host",
     "Domain",
     "DnsRecord",
