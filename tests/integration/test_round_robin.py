@@ -58,7 +58,7 @@ def test_every_connection_is_found_in_exactly_one_servers_log(round_robin) -> No
     data = json.loads((result.run_dir.path / "result.json").read_text())
     logged = [json.loads(line) for line in (result.run_dir.path / "connections.jsonl").read_text().splitlines()]
     runs = [c for c in data["clients"].values() if c["step"] != c["id"]]
-    assert len(runs) == 120
+    assert len(runs) == 150
     relay = {str(a) for a in result.plan.hosts["relay"].addresses()}
     for run in runs:
         got = run["connected"]
@@ -68,7 +68,7 @@ def test_every_connection_is_found_in_exactly_one_servers_log(round_robin) -> No
     from_clients = [c for c in logged if c["client_address"] not in relay and c["host"] != "relay"]
     ports = Counter((c["client_address"], c["client_port"]) for c in from_clients)
     assert all(n == 1 for n in ports.values())  # Postfix logged each connection once, with its port
-    assert len(from_clients) == 120
+    assert len(from_clients) == 150
 
 
 def test_glibc_and_c_ares_orders_are_recorded_per_run(round_robin) -> None:
