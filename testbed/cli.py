@@ -136,6 +136,21 @@ def validate(files: tuple[str, ...]) -> None:
     sys.exit(EXIT_INPUT if failed else 0)
 
 
+@main.command()
+@click.argument("what", type=click.Choice(["topology"]))
+@_guard
+def schema(what: str) -> None:
+    """Print a JSON Schema: `topology` is the topology file's, for editors.
+
+    With yaml-language-server (VS Code's YAML extension, Neovim, Helix), save it
+    and put `# yaml-language-server: $schema=topology.schema.json` on a
+    topology's first line.
+    """
+    from .model import topology_json_schema
+
+    click.echo(json.dumps(topology_json_schema(), indent=2))
+
+
 def _check_api(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from .plan import EngineCaps
 
