@@ -68,6 +68,35 @@ class QueueEntry:
 
 
 @dataclass(frozen=True)
+class DsnRecipient:
+    """One per-recipient block of a delivery status notification (RFC 3464, section 2.3)."""
+
+    final_recipient: str | None  # the address, without its "rfc822;" type
+    action: str | None  # failed | delayed | delivered | relayed | expanded
+    status: str | None  # e.g. 5.1.1
+    original_recipient: str | None = None
+    remote_mta: str | None = None  # the name, without its "dns;" type
+    diagnostic_code: str | None = None  # e.g. "smtp; 550 5.1.1 <u@x>: ..." as written
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DsnReport:
+    """What a bounce says, read from its message/delivery-status part."""
+
+    reporting_mta: str | None
+    recipients: tuple[DsnRecipient, ...]
+    #: The Message-ID of the message it returns (its message/rfc822 or text/rfc822-headers part).
+    returned_message_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reporting_mta": self.reporting_mta, "returned_message_id": self.returned_message_id,
+                "recipients": [r.to_dict() for r in self.recipients]}
+
+
+@dataclass(frozen=True)
 class MailboxMessage:
     """One message found in a mailbox."""
 
@@ -78,9 +107,13 @@ class MailboxMessage:
     is_dsn: bool
     #: For a DSN: the Message-IDs found in the returned message or headers.
     refers_to: tuple[str, ...] = ()
+    #: For a DSN: its RFC 3464 fields.
+    dsn: DsnReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["dsn"] = self.dsn.to_dict() if self.dsn else None
+        return data
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from .model import (
     ClientExpect,
     DistributionCheck,
     DistributionExpect,
+    DsnCheck,
+    DsnExpect,
     DnsExpect,
     LogExpect,
     MailboxExpect,
@@ -357,6 +359,61 @@ def _distribution(plan: LabPlan, obs: Observation, exp: DistributionExpect) -> t
     return [], [f"{total} {what}: {shown}"]
 
 
+def _status_matches(wanted: str, actual: str | None) -> bool:
+    """5.1.1 matches 5.1.1; a class (5, 5.1) matches every status under it."""
+    return actual is not None and (actual == wanted or actual.startswith(wanted + "."))
+
+
+def _dsn_problems(plan: LabPlan, check: DsnCheck, block: Any, reporting: str | None) -> list[str]:
+    out = []
+    if check.action is not None and block.action != check.action:
+        out.append(f"Action {block.action}, expected {check.action}")
+    if check.status is not None and not _status_matches(check.status, block.status):
+        out.append(f"Status {block.status}, expected {check.status}")
+    for label, wanted, actual in (("Remote-MTA", check.remote_mta, block.remote_mta),
+                                  ("Reporting-MTA", check.reporting_mta, reporting)):
+        if wanted is not None:
+            name = plan.hosts[wanted].fqdn if wanted in plan.hosts else wanted
+            if (actual or "").rstrip(".").lower() != name.rstrip(".").lower():
+                out.append(f"{label} {actual}, expected {name}")
+    if check.diagnostic is not None and not compile_log_pattern(check.diagnostic).search(block.diagnostic_code or ""):
+        out.append(f"Diagnostic-Code {block.diagnostic_code!r} does not match {check.diagnostic!r}")
+    return out
+
+
+def _dsn(plan: LabPlan, obs: Observation, exp: DsnExpect) -> tuple[list[str], list[str]]:
+    check = exp.dsn
+    message_id = obs.message_ids.get(check.for_)
+    if message_id is None:
+        return [f"{check.for_} was never sent"], []
+    found = []
+    for address, messages in obs.mailboxes.items():
+        if check.mailbox is not None and address != check.mailbox:
+            continue
+        if messages is None:
+            return [f"the mailbox {address} could not be read"], []
+        found += [(address, m) for m in messages if m.is_dsn and message_id in m.refers_to]
+    if not check.present:
+        if found:
+            return [f"a bounce for {check.for_} is in {', '.join(sorted({a for a, _ in found}))}"], []
+        return [], [f"no bounce for {check.for_} in {check.mailbox or 'any mailbox'}"]
+    if not found:
+        return [f"no bounce for {check.for_} in {check.mailbox or 'any mailbox'}"], []
+    problems: list[str] = []
+    for address, msg in found:
+        report = msg.dsn
+        if report is None:
+            problems.append(f"the bounce in {address} has no message/delivery-status part")
+            continue
+        for block in report.recipients:
+            wrong = _dsn_problems(plan, check, block, report.reporting_mta)
+            if not wrong:
+                return [], [f"bounce in {address}: {block.action} {block.status} for {block.final_recipient}, "
+                            f"from {report.reporting_mta}, remote {block.remote_mta}: {block.diagnostic_code}"]
+            problems.append(f"{address}, {block.final_recipient}: " + ", ".join(wrong))
+    return problems, []
+
+
 def _addresses_of(plan: LabPlan, name: str) -> set[str]:
     if name in plan.hosts:
         return {str(a) for a in plan.hosts[name].addresses()}
@@ -367,4 +424,4 @@ def _addresses_of(plan: LabPlan, name: str) -> set[str]:
 
 
 _CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log, "client": _client,
-             "distribution": _distribution}
+             "distribution": _distribution, "dsn": _dsn}

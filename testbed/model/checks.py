@@ -11,6 +11,7 @@ from .schema import (
     FAMILIES_OF,
     ClientExpect,
     DistributionExpect,
+    DsnExpect,
     ClientStep,
     FaultStep,
     FQDN_RE,
@@ -462,6 +463,13 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
             out += _check_client_expectation(top, exp, loc + ("client",))
         elif isinstance(exp, DistributionExpect):
             out += _check_distribution(top, exp, loc + ("distribution",))
+        elif isinstance(exp, DsnExpect):
+            refs.append((loc + ("dsn", "for"), exp.dsn.for_))
+            if exp.dsn.mailbox is not None:
+                local, _, domain = exp.dsn.mailbox.partition("@")
+                if domain not in top.domains or local not in top.domains[domain].mailboxes:
+                    out.append((loc + ("dsn", "mailbox"),
+                                f"{exp.dsn.mailbox} is not a mailbox of the topology's domains"))
         for where, ref in refs:
             if ref is not None and ref not in messages:
                 out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"

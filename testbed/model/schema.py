@@ -768,6 +768,33 @@ class MailboxExpect(Expectation):
     mailbox: MailboxCheck
 
 
+class DsnCheck(Strict):
+    """A bounce (an RFC 3464 delivery status notification) for a message, read from a mailbox."""
+
+    #: The message the DSN reports on (a send step's id).
+    for_: Name = Field(alias="for")
+    #: Only DSNs in this mailbox (default: any mailbox of the lab).
+    mailbox: str | None = None
+    #: There is such a DSN (false: there is none).
+    present: bool = True
+    #: A per-recipient block with these fields: Action, Status (5.1.1, or a class: 5, 5.1),
+    #: Remote-MTA (a lab host's name or a DNS name), Diagnostic-Code (an RE2 pattern, searched).
+    action: Literal["failed", "delayed", "delivered", "relayed", "expanded"] | None = None
+    status: Annotated[str, Field(pattern=r"^[245](\.\d{1,3}){0,2}$")] | None = None
+    remote_mta: str | None = None
+    reporting_mta: str | None = None
+    diagnostic: str | None = None
+
+    @field_validator("diagnostic")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return _regex(value) if value is not None else value
+
+
+class DsnExpect(Expectation):
+    dsn: DsnCheck
+
+
 class QueueCheck(Strict):
     host: Name
     count: int | None = Field(None, ge=0)
@@ -836,7 +863,7 @@ class DistributionExpect(Expectation):
     distribution: DistributionCheck
 
 
-EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client", "distribution")
+EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client", "distribution", "dsn")
 
 Expect = Annotated[
     Annotated[MessageExpect, Tag("message")]
@@ -845,7 +872,8 @@ Expect = Annotated[
     | Annotated[QueueExpect, Tag("queue")]
     | Annotated[LogExpect, Tag("log")]
     | Annotated[ClientExpect, Tag("client")]
-    | Annotated[DistributionExpect, Tag("distribution")],
+    | Annotated[DistributionExpect, Tag("distribution")]
+    | Annotated[DsnExpect, Tag("dsn")],
     Discriminator(
         _single_key(EXPECT_KINDS),
         custom_error_type="expect_kind",
@@ -1022,6 +1050,8 @@ __all__ = [
     "topology_json_schema",
     "DistributionCheck",
     "DistributionExpect",
+    "DsnCheck",
+    "DsnExpect",
     "Expect",
     "Variant",
     "Topology",
