@@ -151,6 +151,23 @@ def schema(what: str) -> None:
     click.echo(json.dumps(topology_json_schema(), indent=2))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The tar.gz to write (default: RUN_DIR.tar.gz beside the run directory).")
+@_guard
+def bundle(run_dir: Path, out: Path | None) -> None:
+    """Pack a run directory into one tar.gz with a README (what was run, how to read it), for a bug report."""
+    from .bundle import BundleError, load_result, write_bundle
+
+    try:
+        load_result(run_dir)
+    except BundleError as exc:
+        raise click.BadParameter(str(exc), param_hint="RUN_DIR") from None
+    target = write_bundle(run_dir, out)
+    click.echo(f"{target} ({target.stat().st_size // 1024} KiB)")
+
+
 def _check_api(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from .plan import EngineCaps
 

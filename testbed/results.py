@@ -28,6 +28,7 @@ class RunResult:
     kept: bool = False
     versions: dict[str, str] = field(default_factory=dict)  # software -> version seen in the lab
     clients: dict[str, ClientResult] = field(default_factory=dict)  # client step id -> what it did
+    engine: str = ""  # "Docker 20.10.24+dfsg1 (API 1.41)"
 
     @property
     def label(self) -> str:
@@ -49,6 +50,7 @@ class RunResult:
             "suite": self.plan.suite,
             "software": {h.name: h.software for h in self.plan.hosts.values() if h.kind in ("mta", "mailstore")},
             "versions": self.versions,
+            "engine": self.engine,
             "passed": self.passed,
             "error": self.error,
             "expectations": [c.to_dict() for c in self.checks],

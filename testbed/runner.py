@@ -55,6 +55,8 @@ class RunOptions:
     keep: bool = False
     suite: str | None = None
     progress: Progress = _quiet
+    #: The engine's version, as each result records it (run_plans asks the engine once).
+    engine: str = ""
 
 
 def new_run_id() -> str:
@@ -123,6 +125,8 @@ def run_plans(
 
     Results come back in the order of ``plans``; ``on_result`` hears of each as it finishes.
     """
+    if not options.engine:
+        options = dataclasses.replace(options, engine=fabric.engine_version(client))
     for plan in plans:
         plan.labels.update(owner_labels(options.keep))  # whose, and from which process (testbed ps)
     labs = [
@@ -157,6 +161,8 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     plan = lab.plan
     run_dir = RunDir.create(options.runs_root, plan.name, plan.variant, plan.run_id)
     result = RunResult(plan, run_dir)
+    api = ".".join(map(str, plan.caps.api_version))
+    result.engine = f"Docker {options.engine} (API {api})" if options.engine else f"Docker (API {api})"
     progress = lab.progress
     try:
         t = time.monotonic()
