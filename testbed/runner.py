@@ -26,7 +26,7 @@ import docker
 import docker.errors
 from pydantic import BaseModel
 
-from . import fabric, observe, serverside
+from . import fabric, observe, serverside, timeline
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
@@ -249,13 +249,17 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         if name in runner.message_ids
     }
     result.versions = observe.versions(lab)
+    dns_queries = observe.parse_query_log(dns_log)
+    entries = timeline.build([r.to_dict() for r in runner.records], dns_queries, runner.clients.values(),
+                             connections, events, result.histories, plan.dns_server, time.gmtime().tm_year)
+    run_dir.write_text("timeline.jsonl", timeline.jsonl(entries))
     if not verdict:
         return
     obs = Observation(
         histories=result.histories,
         mailboxes=mailboxes,
         queues=queues,
-        dns_queries=observe.parse_query_log(dns_log),
+        dns_queries=dns_queries,
         logs=logs,
         message_ids=runner.message_ids,
         clients=runner.clients,

@@ -58,12 +58,15 @@ class StepRecord:
     duration_s: float = 0.0
     ok: bool = True
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Wall-clock start (epoch seconds), for the run's timeline.
+    started_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "kind": self.kind,
             "summary": self.summary,
+            "started_at": round(self.started_at, 6),
             "started_s": round(self.started_s, 3),
             "duration_s": round(self.duration_s, 3),
             "ok": self.ok,
@@ -139,7 +142,8 @@ class ScenarioRunner:
         steps = self.plan.scenario
         for index, step in enumerate(steps):
             self.lab.check_cancel()
-            record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0)
+            record = StepRecord(index, _kind(step), _summary(step), time.monotonic() - self._t0,
+                                started_at=time.time())
             self.records.append(record)
             self.progress(f"step {index + 1}: {record.summary}")
             start = time.monotonic()
