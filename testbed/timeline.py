@@ -15,6 +15,7 @@ and the DNS server microseconds. Entries of equal time keep the order above.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from .events import MailEvent, ServerConnection
 from .track import History
 
 _SOURCES = ("step", "dns", "client", "server", "mta")
+_FRACTION = re.compile(r"\d\d:\d\d:\d\d[.,]\d")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def log_time(text: str, year: int) -> float | None:
 
 
 def _resolution(text: str) -> int | None:
-    return None if "." in text.rsplit(":", 1)[-1] else 1
+    """1 for a time of whole seconds ("Dec 02 06:03:17"), None for one with a fraction."""
+    return None if _FRACTION.search(text) else 1
 
 
 def _queue_owners(histories: Mapping[str, History]) -> dict[tuple[str, str], str]:

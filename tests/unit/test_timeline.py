@@ -39,3 +39,11 @@ def test_sources_interleave_in_time_order_and_events_know_their_message() -> Non
     assert "rule round-robin" in entries[1].text
     lines = [json.loads(x) for x in jsonl(entries).splitlines()]
     assert lines[0]["time"] == "06:03:15.000" and lines[0]["source"] == "step"
+
+
+def test_whole_second_sources_say_so() -> None:
+    from testbed.timeline import _resolution
+
+    assert _resolution("Dec 02 06:03:17") == 1
+    assert _resolution("2026-12-02 06:12:00.798") is None
+    assert _resolution("2026-12-02T06:14:40.923268+00:00") is None
