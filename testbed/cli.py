@@ -226,6 +226,80 @@ def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta,
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--timeline-rows", type=click.IntRange(0), default=None,
+              help="At most this many timeline rows in the page (default 400; all are in timeline.jsonl).")
+@_guard
+def report(run_dir: Path, timeline_rows: int | None) -> None:
+    """Write RUN_DIR/report.html again from the run directory alone (a MATRIX_DIR: matrix.html and each cell's).
+
+    One self-contained HTML file: the topology drawn, each message's path, the
+    client steps, the expectations with their evidence, the timeline and
+    links to the logs, configs and client traces beside it.
+    """
+    from .bundle import BundleError, load_result
+    from .htmlreport import TIMELINE_LIMIT, write_matrix_report, write_report
+
+    if (run_dir / "matrix.json").is_file():
+        target, warnings = write_matrix_report(run_dir)
+    else:
+        try:
+            load_result(run_dir)
+        except BundleError as exc:
+            raise click.BadParameter(f"{exc}; or a matrix directory (with matrix.json)", param_hint="RUN_DIR") from None
+        target, warnings = write_report(run_dir, TIMELINE_LIMIT if timeline_rows is None else timeline_rows)
+    for warning in warnings:
+        console.print(f"note: {warning}", style="yellow", markup=False, highlight=False)
+    click.echo(f"{target} ({max(1, target.stat().st_size // 1024)} KiB)")
+
+
+@main.command()
+@click.argument("topology")
+@click.option("--variant", help="Variant to draw (default: the file's base variant).")
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]), default="svg", show_default=True)
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: TOPOLOGY-VARIANT.FORMAT in the current directory; - for stdout).")
+@_common_topology_options
+@_guard
+def graph(topology: str, variant: str | None, fmt: str, out_file: Path | None, sets, mta, suite) -> None:
+    """Draw a topology without running it: segments by family, hosts, routers, MX preferences (SVG, PNG, dot).
+
+    TOPOLOGY is a bundled name, a topology file, or a run directory (its plan.json).
+    """
+    from . import graph as drawing
+    from .plan import EngineCaps, plan_lab
+    from .runner import new_run_id, plan_to_dict
+
+    candidate = Path(topology)
+    if candidate.is_dir():
+        if not (candidate / "plan.json").is_file():
+            raise click.BadParameter(f"{topology} is a directory without plan.json (not a run directory)",
+                                     param_hint="TOPOLOGY")
+        try:
+            data = json.loads((candidate / "plan.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(f"{candidate / 'plan.json'}: cannot be read as JSON ({exc})",
+                                     param_hint="TOPOLOGY") from None
+        name = f"{(data.get('topology') or {}).get('name', 'lab')}-{(data.get('topology') or {}).get('variant', '')}"
+    else:
+        path = _topology_path(topology)
+        topo = load_topology(path, variant, {**_mta_overrides(path, mta), **_parse_sets(sets)})
+        data = plan_to_dict(plan_lab(topo, new_run_id(), EngineCaps((1, 41)), suite=suite))
+        name = f"{topo.name}-{topo.variant}"
+    title = f"{name} (planned; addresses as on an engine with API 1.41)" if not candidate.is_dir() else name
+    body = drawing.render(drawing.dot_source(data, title=title), fmt)
+    if out_file is not None and str(out_file) == "-":
+        sys.stdout.buffer.write(body)
+        return
+    target = out_file or Path(f"{name.rstrip('-')}.{fmt}")
+    try:
+        target.write_bytes(body)
+    except OSError as exc:
+        raise TestbedError(f"cannot write {target}: {exc.strerror or exc}") from None
+    click.echo(f"{target} ({max(1, len(body) // 1024)} KiB)")
+
+
+@main.command()
 @click.argument("topology")
 @click.option("--variant", help="Variant to render.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write into.")

@@ -70,4 +70,10 @@ def run_matrix(
     (target / "matrix.md").write_text(
         f"# MTA matrix\n\n{len(rows)} labs in {elapsed:.0f} s\n\n{table}\n{changes}")
     (target / "matrix.json").write_text(json.dumps({"elapsed_s": round(elapsed, 1), "rows": rows}, indent=2) + "\n")
+    try:  # each cell wrote its own report.html at its end; the matrix's page links them
+        from .htmlreport import write_matrix_report
+
+        write_matrix_report(target, cell_reports=False)
+    except Exception as exc:  # noqa: BLE001 - matrix.md and matrix.json are written; the page is an addition
+        image_progress("matrix", f"could not write matrix.html: {type(exc).__name__}: {exc}")
     return MatrixRun(rows, elapsed, table, changes, target)

@@ -205,7 +205,21 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
         else:
             result.kept = True
         run_dir.write_json("result.json", result.to_dict())
+        write_html_report(run_dir.path, progress)
     return result
+
+
+def write_html_report(path: Path, progress: Callable[[str], None]) -> None:
+    """RUN_DIR/report.html from the run directory; a failure is a progress line, never the run's failure."""
+    from .htmlreport import write_report
+
+    try:
+        _, warnings = write_report(path)
+    except Exception as exc:  # noqa: BLE001 - the run's verdict is in result.json whatever happens here
+        progress(f"could not write report.html: {type(exc).__name__}: {exc}")
+        return
+    for warning in warnings:
+        progress(f"report.html: {warning}")
 
 
 def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
