@@ -27,8 +27,11 @@ venv: $(STAMP)
 # Host packages, installed when root on a Debian-family host (like CI), else named:
 #   debootstrap      builds the Debian base image where no registry is reachable
 #                    (with a registry, testbed/debian is pulled and needs neither);
-#   docker-registry  the stand-in registry the pull-path integration test serves on loopback.
-HOST_TOOLS := debootstrap:/usr/sbin/debootstrap docker-registry:/usr/bin/docker-registry
+#   docker-registry  the stand-in registry the pull-path integration test serves on loopback;
+#   graphviz         `dot` draws the topology (testbed graph, report.html);
+#   chromium         the unit test that opens report.html in a headless browser.
+HOST_TOOLS := debootstrap:/usr/sbin/debootstrap docker-registry:/usr/bin/docker-registry \
+              graphviz:/usr/bin/dot chromium:/usr/bin/chromium
 
 host-tools:
 	@missing=""; for tool in $(HOST_TOOLS); do \
@@ -38,7 +41,7 @@ host-tools:
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "note: missing$$missing (apt-get install$$missing): debootstrap builds the base image where no registry is reachable; docker-registry is needed by the integration tests"; \
+	  echo "note: missing$$missing (apt-get install$$missing): debootstrap builds the base image where no registry is reachable; docker-registry is needed by the integration tests; graphviz draws topologies; chromium is needed by the report test"; \
 	fi
 
 images: $(STAMP) host-tools
@@ -92,7 +95,7 @@ test-engine: $(STAMP) host-tools
 	$(BIN)/testbed engine run --suite $(ENGINE_SUITE) --images bookworm -- \
 	  sh -c '$(BIN)/testbed doctor && $(BIN)/pytest $(ENGINE_TESTS)'
 
-unit: $(STAMP)
+unit: $(STAMP) host-tools
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP) host-tools
