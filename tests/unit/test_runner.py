@@ -34,6 +34,8 @@ def test_a_recorded_run_replayed_gives_the_recorded_verdict(exim_lab: FakeLab, t
     assert (result.run_dir.path / "logs" / "mx20" / "mail.log").read_text().count(BOUNCE) == 4
     assert (result.run_dir.path / "config" / "mx20" / "etc" / "exim4" / "exim4.conf").exists()
     assert EXIM.flush_command() in exim_lab.commands("mx20")
+    page = (result.run_dir.path / "report.html").read_text()  # written after result.json, from the directory
+    assert "as expected (7/7 expectations hold)" in page and "<svg" in page and "mx-routing/broken" in page
 
 
 def test_a_failing_step_is_the_results_error_and_the_lab_still_goes(exim_lab: FakeLab, tmp_path: Path) -> None:
@@ -48,6 +50,24 @@ def test_a_failing_step_is_the_results_error_and_the_lab_still_goes(exim_lab: Fa
     steps = [(s["kind"], s["ok"]) for s in result.steps]
     assert steps == [("stop", True), ("send", True), ("send", True), ("settle", True), ("start", True), ("flush", False)]
     assert json.loads((result.run_dir.path / "result.json").read_text())["error"] == result.error
+    assert "lab error, not judged" in (result.run_dir.path / "report.html").read_text()
+
+
+def test_a_report_that_fails_to_render_does_not_fail_the_run(exim_lab: FakeLab, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from testbed import htmlreport
+
+    def broken(_path: Path, *_args: object) -> None:
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(htmlreport, "write_report", broken)
+    said: list[str] = []
+    exim_lab.progress = said.append  # type: ignore[method-assign]
+    exim_lab.answer("client", "swaks ", SWAKS)
+    exim_lab.answer("client", "python3 -c", "")
+    result = run_one(exim_lab, RunOptions(runs_root=tmp_path / "runs"))
+    assert result.passed and (result.run_dir.path / "result.json").is_file()
+    assert "could not write report.html: RuntimeError: template exploded" in said
 
 
 def test_a_kept_lab_is_not_torn_down(exim_lab: FakeLab, tmp_path: Path) -> None:
