@@ -159,16 +159,22 @@ def dot_source(plan: Mapping[str, Any], messages: Mapping[str, Any] | None = Non
                 g.edge(_node_id("name", dns_name), _node_id("host", target), color="#5d6d7e", style="dashed",
                        constraint="false")
 
-    # Each message's relayed hops over the drawing.
+    # Each message's relayed hops over the drawing: one arrow per (from, to, family), naming its messages.
+    hops: dict[tuple[str, str, str], list[str]] = {}
+    colour_of: dict[tuple[str, str, str], str] = {}
     for i, (msg_name, msg) in enumerate((messages or {}).items()):
-        colour = _MESSAGE_COLOURS[i % len(_MESSAGE_COLOURS)]
         for hist in [msg, *(msg.get("dsns") or [])]:
             for n, hop in enumerate(hist.get("hops") or [], 1):
                 nxt = hop.get("next_host")
                 if hop.get("outcome") == "relayed" and hop.get("host") in hosts and nxt in hosts:
-                    label = f"{hist.get('name') or msg_name} #{n} {_hop_family(hop)}"
-                    g.edge(_node_id("host", hop["host"]), _node_id("host", nxt), label=label, color=colour,
-                           fontcolor=colour, penwidth="2.5", constraint="false")
+                    key = (hop["host"], nxt, _hop_family(hop))
+                    hops.setdefault(key, []).append(f"{hist.get('name') or msg_name} #{n}")
+                    colour_of.setdefault(key, _MESSAGE_COLOURS[i % len(_MESSAGE_COLOURS)])
+    for (src, dst, family), names in hops.items():
+        shown = names if len(names) <= 3 else names[:2] + [f"+{len(names) - 2} more"]
+        colour = colour_of[(src, dst, family)]
+        g.edge(_node_id("host", src), _node_id("host", dst), label=f"{', '.join(shown)} {family}", color=colour,
+               fontcolor=colour, penwidth="2.5")
 
     with g.subgraph(name="cluster_legend") as legend:
         legend.attr(label="legend", color="#999999", style="rounded", fontcolor="#555555")

@@ -113,3 +113,12 @@ def test_the_cli_writes_dot_source_and_refuses_bad_input(tmp_path: Path) -> None
     assert result.exit_code == 2
     result = CliRunner().invoke(main, ["graph", str(RUN_DIR), "--format", "dot", "-o", str(out)])
     assert result.exit_code == 0 and "relay-bounce-fixed" in out.read_text()
+
+
+def test_many_messages_over_one_hop_are_one_arrow() -> None:
+    plan, result = recorded()
+    m2 = result["messages"]["m2"]
+    messages = {f"m{i}": {**m2, "name": f"m{i}"} for i in range(2, 7)}
+    src = graph.dot_source(plan, messages)
+    arrows = [line for line in src.splitlines() if "host__relay -> host__mx10" in line]
+    assert len(arrows) == 1 and 'label="m2 #1, m3 #1, +3 more IPv4"' in arrows[0]

@@ -196,3 +196,19 @@ def test_the_cli_re_renders_a_run_directory_and_a_matrix(tmp_path: Path) -> None
     assert all("://" not in link for link in page.links)
     text = " ".join(page.text)
     assert "1/2 labs as expected" in text and "all exim" in text and "NO (3/5)" in text
+
+
+def test_a_layout_dot_trips_over_is_drawn_without_the_message_arrows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = copy_run(tmp_path)
+    real = graph.svg_inline
+
+    def picky(source: str) -> str:
+        if "m2 #1" in source:
+            raise graph.GraphError("graphviz's dot failed (exit 1): Error: trouble in init_rank")
+        return real(source)
+
+    monkeypatch.setattr(graph, "svg_inline", picky)
+    page, warnings = htmlreport.render_html(run)
+    assert "<svg" in page and warnings == [
+        "the messages' arrows are left out of the drawing (graphviz could not lay them out)"]
