@@ -19,6 +19,8 @@ from .errors import TestbedError
 
 #: What a run directory holds, in the order a reader needs it.
 FILES = (
+    ("report.html", "the run for a browser, in one file: the topology drawn, each message's path, the "
+                    "expectations with their evidence, the timeline, links to the files below"),
     ("result.json", "the outcome: expectations with their evidence, message histories, client steps, timings, "
                     "versions, engine"),
     ("plan.json", "the lab as planned: segments, addresses, routes, DNS zones, each host's software and stack"),

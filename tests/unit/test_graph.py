@@ -122,3 +122,15 @@ def test_many_messages_over_one_hop_are_one_arrow() -> None:
     src = graph.dot_source(plan, messages)
     arrows = [line for line in src.splitlines() if "host__relay -> host__mx10" in line]
     assert len(arrows) == 1 and 'label="m2 #1, m3 #1, +3 more IPv4"' in arrows[0]
+
+
+def test_every_bundled_topology_and_variant_is_drawn_by_dot() -> None:
+    if graph.dot_missing():
+        pytest.fail(graph.dot_missing())  # Debian's graphviz package: make host-tools installs it
+    from testbed.model import variant_names
+    from testbed.source import load_yaml
+
+    for path in sorted((ROOT / "topologies").glob("*.yaml")):
+        for variant in variant_names(load_yaml(path).data):
+            svg = graph.render(graph.dot_source(planned(path.stem, variant)), "svg").decode()
+            assert svg.rstrip().endswith("</svg>") and "legend" in svg, (path.stem, variant)
