@@ -63,24 +63,20 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _timeline(run_dir: Path, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-    """(rows shown, rows in all, whether timeline.jsonl exists)."""
+def _timeline(run_dir: Path) -> tuple[list[dict[str, Any]], bool]:
+    """(every entry of timeline.jsonl, whether the file exists)."""
     path = run_dir / "timeline.jsonl"
     if not path.is_file():
-        return [], 0, False
+        return [], False
     rows = []
-    total = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
         try:
-            entry = json.loads(line)
+            entry = json.loads(line) if line.strip() else None
         except ValueError:
             continue
-        total += 1
-        if len(rows) < limit:
+        if isinstance(entry, dict):
             rows.append(entry)
-    return rows, total, True
+    return rows, True
 
 
 def _evidence(hist: Mapping[str, Any], limit: int = 12) -> list[str]:
@@ -105,9 +101,14 @@ def _hops(hist: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _messages(messages: Mapping[str, Any]) -> list[dict[str, Any]]:
+#: At most this many timeline entries in each message's own box.
+MESSAGE_TIMELINE_LIMIT = 60
+
+
+def _messages(messages: Mapping[str, Any], timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name, hist in messages.items():
+        own = [t for t in timeline if t.get("message") == name or str(t.get("message") or "").startswith(name + " ")]
         out.append({
             "name": name, "recipients": ", ".join(hist.get("recipients") or []), "state": hist.get("state"),
             "state_words": _STATE_WORDS.get(hist.get("state"), hist.get("state")),
@@ -115,6 +116,7 @@ def _messages(messages: Mapping[str, Any]) -> list[dict[str, Any]]:
             "bounces": [{"at": (d.get("hops") or [{}])[0].get("host", "?"),
                          "reached": d.get("state") == "delivered", "hops": _hops(d)} for d in hist.get("dsns") or []],
             "evidence": _evidence(hist) if hist.get("state") != "delivered" else [],
+            "timeline": own[:MESSAGE_TIMELINE_LIMIT], "timeline_total": len(own),
         })
     return out
 
@@ -249,12 +251,14 @@ def build_context(run_dir: Path, timeline_limit: int = TIMELINE_LIMIT) -> dict[s
         verdict, verdict_class = f"as expected ({passed}/{applied} expectations hold)", "pass"
     else:
         verdict, verdict_class = f"NOT as expected ({passed}/{applied} expectations hold)", "fail"
-    rows, total, have_timeline = _timeline(run_dir, timeline_limit)
+    entries, have_timeline = _timeline(run_dir)
     steps = result.get("steps") or []
-    t0 = min([float(s["started_at"]) for s in steps if s.get("started_at")] + [r["t"] for r in rows if "t" in r],
-             default=0.0)
-    for r in rows:
-        r["rel"] = f"{r.get('t', t0) - t0:+.3f}"
+    times = [float(s["started_at"]) for s in steps if s.get("started_at")]
+    times += [float(r["t"]) for r in entries if isinstance(r.get("t"), int | float)]
+    t0 = min(times, default=0.0)
+    for r in entries:
+        r["rel"] = f"{float(r['t']) - t0:+.3f}" if isinstance(r.get("t"), int | float) else ""
+    rows, total = entries[:timeline_limit], len(entries)
     timings = result.get("timings_s") or {}
     return {
         "name": run_dir.resolve().name,
@@ -269,7 +273,7 @@ def build_context(run_dir: Path, timeline_limit: int = TIMELINE_LIMIT) -> dict[s
         "drawing": drawing,
         "drawing_note": drawing_note,
         "dot": dot,
-        "messages": _messages(messages),
+        "messages": _messages(messages, entries),
         "clients": _clients(result.get("clients") or {}),
         "expectations": _expectations(result, plan),
         "steps": steps,

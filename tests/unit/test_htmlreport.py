@@ -212,3 +212,12 @@ def test_a_layout_dot_trips_over_is_drawn_without_the_message_arrows(
     page, warnings = htmlreport.render_html(run)
     assert "<svg" in page and warnings == [
         "the messages' arrows are left out of the drawing (graphviz could not lay them out)"]
+
+
+def test_each_message_has_its_own_timeline(tmp_path: Path) -> None:
+    run = copy_run(tmp_path)
+    ctx = htmlreport.build_context(run)
+    m1 = next(m for m in ctx["messages"] if m["name"] == "m1")
+    assert m1["timeline_total"] == len(m1["timeline"]) > 3
+    assert {t["message"] for t in m1["timeline"]} == {"m1", "m1 bounce"}  # the bounce's events belong to it
+    assert "timeline of m1" in htmlreport.render_html(run)[0]
