@@ -64,6 +64,8 @@ class Attempt:
     #: The client's source port (the flow's identity) and how many SYNs it sent.
     source_port: int = 0
     syns: int = 1
+    #: The client's source address (an RFC 4941 temporary address is not a planned one).
+    source: str = ""
 
     @property
     def duration_ms(self) -> float:
@@ -145,6 +147,7 @@ class _Flow:
     syns: int = 1
     result: str | None = None
     ended: float | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ def _attempts(packets: list[str], client_addrs: set[str], process_end: float) ->
     flows: list[_Flow] = []
     open_flows: dict[tuple[str, int, str, int], _Flow] = {}
 
+    # An address the lab did not plan (an RFC 4941 temporary one) is still the
+    # client's: "-i any" gives each packet its direction.
     def is_outgoing(p: _Packet) -> bool | None:
         if p.src in mine:
             return True
@@ -232,7 +237,7 @@ def _attempts(packets: list[str], client_addrs: set[str], process_end: float) ->
                 flow.syns += 1
                 flow.last_syn = p.t
                 continue
-            flow = _Flow(p.dst, p.dport, p.sport, p.t, p.t, p.seq)
+            flow = _Flow(p.dst, p.dport, p.sport, p.t, p.t, p.seq, source=p.src)
             open_flows[key] = flow
             flows.append(flow)
         else:
@@ -259,7 +264,7 @@ def _attempts(packets: list[str], client_addrs: set[str], process_end: float) ->
                 ended = max(process_end, flow.last_syn)
         assert ended is not None
         out_attempts.append(Attempt(flow.address, _family(flow.address), flow.port, flow.started, ended, result,
-                                    flow.source_port, flow.syns))
+                                    flow.source_port, flow.syns, flow.source))
     return out_attempts
 
 

@@ -348,17 +348,26 @@ def _retag(client: docker.DockerClient, image_id: str, tag: str) -> None:
     client.api.tag(image_id, repo, name, force=True)
 
 
+#: An untagged build younger than this may be a stage of a build still running.
+UNTAGGED_GRACE_S = 3600
+
+
 def prune_cache(client: docker.DockerClient, name: str, suite: str, keep: int = CACHE_KEEP) -> None:
     """Keep the ``keep`` newest tagged builds of one image and suite; drop the rest.
 
     Untagged builds (their cache tag moved to a forced rebuild) can never be reused,
-    so they go too. Images still used by a container or a child image refuse removal;
-    they stay until a later prune, which is what we want.
+    so they go too, once they are older than any build: a multi-stage build's
+    intermediate stage (the client image's gcc stage) is untagged and carries
+    its base's labels, and removing it while another build is still running
+    broke that build ("invalid from flag value shim: No such image", seen with
+    two builds at once). Images still used by a container or a child image
+    refuse removal; they stay until a later prune, which is what we want.
     """
     current = _inspect(client, image_tag(name, suite))
     builds = builds_of(client, name, suite)
     tagged = [b for b in builds if _testbed_tags(b)]
-    untagged = [b for b in builds if not _testbed_tags(b)]
+    settled = time.time() - UNTAGGED_GRACE_S
+    untagged = [b for b in builds if not _testbed_tags(b) and b.get("Created", 0) < settled]
     for old in tagged[keep:] + untagged:
         if current and old["Id"] == current["Id"]:
             continue

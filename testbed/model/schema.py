@@ -174,6 +174,9 @@ class Segment(Strict):
     subnet_v4: ipaddress.IPv4Network | None = None
     subnet_v6: ipaddress.IPv6Network | None = None
     description: str = ""
+    #: A router of the segment sends router advertisements for its IPv6 prefix (radvd;
+    #: autonomous, no default route). Hosts with ``privacy_addresses`` configure from them.
+    advertise: bool = False
 
     @field_validator("subnet_v4")
     @classmethod
@@ -190,6 +193,13 @@ class Segment(Strict):
         return _not_special(net)
 
 
+class RelayFrom(Strict):
+    """Who may relay through a submission relay: hosts' planned addresses (/32, /128), segments' prefixes."""
+
+    hosts: list[Name] = Field(default_factory=list)
+    segments: list[Name] = Field(default_factory=list)
+
+
 class Host(Strict):
     kind: HostKind
     software: str | None = None
@@ -203,6 +213,11 @@ class Host(Strict):
     #: Broken paths to this host per family from the start (``fault`` steps change them).
     faults: dict[Literal["ipv4", "ipv6"], Literal["blackhole", "refused"]] = Field(default_factory=dict)
     description: str = ""
+    #: RFC 4941 temporary addresses from its segment's router advertisements
+    #: (use_tempaddr=2: connections leave from the temporary address).
+    privacy_addresses: bool = False
+    #: A submission relay's permitted clients, instead of every lab network.
+    relay_from: RelayFrom | None = None
 
     @field_validator("fqdn")
     @classmethod
@@ -662,6 +677,9 @@ class ClientCheck(Strict):
     #: The families of the resolver's answer, in order (``[ipv6, ipv4]``; ``[]``: no address).
     resolved: list[Literal["ipv4", "ipv6"]] | None = None
     resolver_error: str | None = None  # e.g. EAI_NONAME
+    #: The source address of the connection that worked: one of the client's
+    #: planned addresses, or one the lab did not plan (an RFC 4941 temporary address).
+    source: Literal["planned", "unplanned"] | None = None
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -833,6 +851,7 @@ __all__ = [
     "Pools",
     "Timing",
     "Segment",
+    "RelayFrom",
     "Host",
     "Domain",
     "DnsRecord",
