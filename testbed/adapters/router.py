@@ -25,4 +25,4 @@ class LinuxRouter(RouterAdapter):
         return "[ -s /run/testbed/radvd.pid ] && kill -0 \"$(cat /run/testbed/radvd.pid)\"" if host.advertisements else None
 
     def version_command(self) -> str:
-        return "radvd --version 2>&1 | sed -n 's/^Version *: *//p' | head -1"
+        return "radvd --version 2>&1 | sed -n 's/^Version *: */radvd /p' | head -1"
