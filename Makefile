@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce-no-fallback reproduce-resolver-race reproduce-privacy-addresses \
+        reproduce-no-fallback reproduce-resolver-race reproduce-round-robin reproduce-privacy-addresses \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -56,13 +56,17 @@ reproduce-no-fallback: $(STAMP) host-tools
 reproduce-resolver-race: $(STAMP) host-tools
 	$(BIN)/testbed reproduce resolver-race $(RUN_ARGS)
 
+# Slides 7-8: longest-prefix matching (RFC 3484 rule 9) against round-robin DNS.
+reproduce-round-robin: $(STAMP) host-tools
+	$(BIN)/testbed reproduce round-robin $(RUN_ARGS)
+
 # Slide 30: RFC 4941 temporary addresses against a relay that permits hosts by
 # address. MTA=exim|sendmail puts that MTA on the relay (and the other MTA host).
 reproduce-privacy-addresses: $(STAMP) host-tools
 	$(BIN)/testbed reproduce privacy-addresses $(RUN_ARGS)
 
 reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
-           reproduce-privacy-addresses
+           reproduce-round-robin reproduce-privacy-addresses
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

@@ -41,6 +41,23 @@ class ClientResult:
     outcome: ClientOutcome
     #: server address -> lab host name, for the report.
     hosts_by_address: dict[str, str] = field(default_factory=dict)
+    #: The scenario step (``id`` is ``STEP.N`` for run N of a repeated step).
+    step: str = ""
+    run: int | None = None
+    #: attempt index -> the lab host whose own log shows this connection (serverside.attribute).
+    received_by: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.step = self.step or self.id
+
+    @property
+    def received_by_connected(self) -> str | None:
+        """The server whose log shows the connection that worked."""
+        got = self.connected
+        if got is None:
+            return None
+        return next((self.received_by[i] for i, a in enumerate(self.attempts) if a is got and i in self.received_by),
+                    None)
 
     @property
     def connected(self) -> Attempt | None:
@@ -102,8 +119,12 @@ class ClientResult:
             "resolved": self.resolved,
             "resolver_error": self.resolver_error,
             "lookups": [lk.to_dict() for lk in self.trace.lookups],
-            "attempts": [{**a.to_dict(), "host": self.hosts_by_address.get(a.address)} for a in self.attempts],
-            "connected": ({**got.to_dict(), "host": self.hosts_by_address.get(got.address)} if got else None),
+            "step": self.step,
+            "run": self.run,
+            "attempts": [{**a.to_dict(), "host": self.hosts_by_address.get(a.address),
+                          "received_by": self.received_by.get(i)} for i, a in enumerate(self.attempts)],
+            "connected": ({**got.to_dict(), "host": self.hosts_by_address.get(got.address),
+                           "received_by": self.received_by_connected} if got else None),
             "ok": self.outcome.ok,
             "reply": self.outcome.reply,
             "detail": self.outcome.detail,

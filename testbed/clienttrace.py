@@ -39,7 +39,8 @@ RESULTS = ("connected", "refused", "timeout", "unreachable", "unanswered")
 class Lookup:
     name: str
     #: Who answered: "getaddrinfo" (the system resolver, glibc), "override"
-    #: (tb-trace's override file) or "model:<name>" (a resolver model's answer).
+    #: (tb-trace's override file), "model:<name>" (a resolver model's answer) or
+    #: the name of real resolver software that answered instead (``c-ares``).
     resolver: str
     started: float
     duration_ms: float
@@ -64,7 +65,7 @@ class Attempt:
     #: The client's source port (the flow's identity) and how many SYNs it sent.
     source_port: int = 0
     syns: int = 1
-    #: The client's source address (an RFC 4941 temporary address is not a planned one).
+    #: The client's source address (the kernel's choice: a temporary or an extra address shows here).
     source: str = ""
 
     @property
@@ -268,7 +269,7 @@ def _attempts(packets: list[str], client_addrs: set[str], process_end: float) ->
     return out_attempts
 
 
-def _lookup(entry: Any, index: int, model: str | None) -> Lookup | None:
+def _lookup(entry: Any, index: int, answered_by: str | None) -> Lookup | None:
     where = f"lookups[{index}]"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} is not a JSON object")
@@ -288,14 +289,14 @@ def _lookup(entry: Any, index: int, model: str | None) -> Lookup | None:
     if not all(isinstance(a, str) for a in entry["addresses"]):
         raise ValueError(f"{where}: 'addresses' holds something that is not a string")
     override = entry.get("override") is True
-    resolver = (f"model:{model}" if model else "override") if override else "getaddrinfo"
+    resolver = (answered_by or "override") if override else "getaddrinfo"
     family = entry.get("family", 0)
     return Lookup(node, resolver, float(entry["t"]), float(entry["dur_ms"]), list(entry["addresses"]), error,
                   override, family if isinstance(family, int) else 0)
 
 
-def parse_trace(text: str, client_addrs: set[str]) -> ClientTrace:
-    """tb-trace's JSON output -> ClientTrace; ``client_addrs`` are the client's own addresses."""
+def _load(text: str) -> dict[str, Any]:
+    """tb-trace's JSON output, its shape checked."""
     text = text.strip()
     if not text:
         raise ValueError("tb-trace printed nothing (did it fail? its stderr says why)")
@@ -312,23 +313,80 @@ def parse_trace(text: str, client_addrs: set[str]) -> ClientTrace:
             raise ValueError(f"tb-trace output: {key!r} has the wrong type ({type(data[key]).__name__})")
     if data["version"] != TRACE_VERSION:
         raise ValueError(f"tb-trace output version {data['version']}, this testbed reads {TRACE_VERSION}")
-    resolver = data.get("resolver")
-    if resolver is not None and not isinstance(resolver, dict):
-        raise ValueError("tb-trace output: 'resolver' is not an object or null")
     if not all(isinstance(p, str) for p in data["packets"]):
         raise ValueError("tb-trace output: 'packets' holds something that is not a tcpdump line")
-    model = None
-    if resolver is not None:
-        model = str(resolver.get("model") or "resolver")
-    lookups = [lk for i, e in enumerate(data["lookups"]) if (lk := _lookup(e, i, model)) is not None]
-    started, ended = float(data["started"]), float(data["ended"])
+    runs = data.get("runs")
+    if runs is not None:
+        if not isinstance(runs, list) or not runs:
+            raise ValueError("tb-trace output: 'runs' is not a non-empty list")
+        for i, run in enumerate(runs):
+            if not isinstance(run, dict):
+                raise ValueError(f"tb-trace output: runs[{i}] is not an object")
+            for key in ("started", "ended", "rc", "stdout", "stderr"):
+                kind = _TOP_KEYS[key]
+                if not isinstance(run.get(key), kind) or isinstance(run.get(key), bool):
+                    raise ValueError(f"tb-trace output: runs[{i}].{key} is missing or has the wrong type")
+    return data
+
+
+def _resolver_label(resolver: Any) -> str | None:
+    """How the lookups a resolver program answered are labelled: model:<name>, or the real resolver's name."""
+    if resolver is None:
+        return None
+    if not isinstance(resolver, dict):
+        raise ValueError("tb-trace output: 'resolver' is not an object or null")
+    if resolver.get("model"):
+        return f"model:{resolver['model']}"
+    return str(resolver.get("resolver") or "resolver")
+
+
+def _trace(run: dict[str, Any], lookups: list[Any], packets: list[str], client_addrs: set[str]) -> ClientTrace:
+    resolver = run.get("resolver")
+    label = _resolver_label(resolver)
+    parsed = [lk for i, e in enumerate(lookups) if (lk := _lookup(e, i, label)) is not None]
     return ClientTrace(
-        started=started,
-        ended=ended,
-        rc=data["rc"],
-        stdout=data["stdout"],
-        stderr=data["stderr"],
-        lookups=lookups,
-        attempts=_attempts(data["packets"], client_addrs, ended),
+        started=float(run["started"]),
+        ended=float(run["ended"]),
+        rc=run["rc"],
+        stdout=run["stdout"],
+        stderr=run["stderr"],
+        lookups=parsed,
+        attempts=_attempts(packets, client_addrs, float(run["ended"])),
         resolver=resolver,
     )
+
+
+def parse_trace(text: str, client_addrs: set[str]) -> ClientTrace:
+    """tb-trace's JSON output -> ClientTrace; ``client_addrs`` are the client's own addresses.
+
+    With ``--repeat`` output, this is the whole span (every run's lookups and attempts, the first run's output).
+    """
+    data = _load(text)
+    return _trace(data, data["lookups"], data["packets"], client_addrs)
+
+
+def parse_runs(text: str, client_addrs: set[str]) -> list[ClientTrace]:
+    """tb-trace's output -> one ClientTrace per run (``--repeat N``: N; otherwise one).
+
+    Lookups and packets belong to the run whose window they fall in: from the
+    run's start to the next run's start (a connection's closing packets may
+    come after its run ended).
+    """
+    data = _load(text)
+    runs = data.get("runs")
+    if runs is None:
+        return [_trace(data, data["lookups"], data["packets"], client_addrs)]
+    starts = [float(r["started"]) for r in runs]
+
+    def index_of(t: float) -> int:
+        return max(0, sum(1 for s in starts if s <= t) - 1)
+
+    lookups: list[list[Any]] = [[] for _ in runs]
+    for entry in data["lookups"]:
+        t = entry.get("t") if isinstance(entry, dict) else None
+        lookups[index_of(float(t)) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0].append(entry)
+    packets: list[list[str]] = [[] for _ in runs]
+    for line in data["packets"]:
+        m = _PACKET_RE.match(line)
+        packets[index_of(float(m["t"])) if m else 0].append(line)
+    return [_trace(run, lookups[i], packets[i], client_addrs) for i, run in enumerate(runs)]

@@ -81,3 +81,19 @@ class MailboxMessage:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServerConnection:
+    """A client connection a server logged (its own log line, not the client's capture)."""
+
+    host: str  # the lab host whose log says so
+    client_address: str
+    client_port: int | None = None  # None where the software does not log it (Sendmail)
+    #: Epoch seconds when the log has a full timestamp (None: only a syslog date without a year).
+    time: float | None = None
+    time_text: str = ""
+    line: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .adapters import DnsAdapter, adapter_for, mta_adapter
-from .events import MailboxMessage, MailEvent, QueueEntry
+from .events import MailboxMessage, MailEvent, QueueEntry, ServerConnection
 from .errors import HostDown
 from .labapi import LiveLab
 from .mailbox import parse_maildir_dump
@@ -66,6 +66,14 @@ def events_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[MailEvent]:
     for host, text in logs.items():
         events += mta_adapter(plan.hosts[host].software).parse_log(text, host)
     return events
+
+
+def connections_from_logs(plan: LabPlan, logs: dict[str, str]) -> list[ServerConnection]:
+    """Every client connection the MTAs' own logs show."""
+    out: list[ServerConnection] = []
+    for host, text in logs.items():
+        out += mta_adapter(plan.hosts[host].software).parse_connections(text, host)
+    return out
 
 
 def mailboxes(lab: LiveLab) -> dict[str, list[MailboxMessage] | None]:

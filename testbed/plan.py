@@ -179,9 +179,14 @@ class Interface:
     ipv6: ipaddress.IPv6Address | None
     docker_ipv4: ipaddress.IPv4Address | None  # requested from Docker (may be flushed)
     docker_ipv6: ipaddress.IPv6Address | None
+    #: Extra addresses of the host here (``hosts.X.addresses``), added by net.sh with the subnet's prefix length.
+    extra: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
 
     def address(self, family: str) -> IPAddress | None:
         return self.ipv4 if family == "ipv4" else self.ipv6
+
+    def extra_addresses(self, family: str) -> list[IPAddress]:
+        return [i.ip for i in self.extra if (i.version == 6) == (family == "ipv6")]
 
 
 @dataclass(frozen=True)
@@ -267,8 +272,14 @@ class HostPlan:
         return frozenset(FAMILIES_OF[self.stack])
 
     def addresses(self, family: str | None = None) -> list[IPAddress]:
+        """Every address of the host, the planned one of each interface first, then its extra ones."""
         fams = [family] if family else ["ipv4", "ipv6"]
-        return [a for f in fams for i in self.interfaces if (a := i.address(f)) is not None]
+        out: list[IPAddress] = []
+        for f in fams:
+            for i in self.interfaces:
+                planned = i.address(f)
+                out += ([planned] if planned is not None else []) + i.extra_addresses(f)
+        return out
 
 
 @dataclass(frozen=True)
@@ -582,15 +593,24 @@ def _plan_interfaces(
         host_id = ids[(name, seg_name)]
         d4 = seg.subnet_v4[host_id] if seg.subnet_v4 else None
         d6 = _v6_host(seg.subnet_v6, host_id) if seg.subnet_v6 else None
+        ipv4 = d4 if "ipv4" in stack and "ipv4" in seg.carries else None
+        ipv6 = d6 if "ipv6" in stack and "ipv6" in seg.carries else None
+        extra: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+        for n in top.hosts[name].addresses.get(seg_name, []):
+            if ipv4 is not None and seg.subnet_v4 is not None:
+                extra.append(ipaddress.IPv4Interface(f"{seg.subnet_v4[n]}/{seg.subnet_v4.prefixlen}"))
+            if ipv6 is not None and seg.subnet_v6 is not None:
+                extra.append(ipaddress.IPv6Interface(f"{_v6_host(seg.subnet_v6, n)}/{seg.subnet_v6.prefixlen}"))
         out.append(
             Interface(
                 segment=seg_name,
-                ipv4=d4 if "ipv4" in stack and "ipv4" in seg.carries else None,
-                ipv6=d6 if "ipv6" in stack and "ipv6" in seg.carries else None,
+                ipv4=ipv4,
+                ipv6=ipv6,
                 docker_ipv4=d4,
                 # A host without IPv6 gets none from Docker (disable_ipv6); the
                 # network's dynamic range keeps Docker's own pick out of the way.
                 docker_ipv6=d6 if "ipv6" in stack else None,
+                extra=tuple(extra),
             )
         )
     return out
@@ -721,14 +741,14 @@ def _plan_roles(
     relay: dict[str, list[str]] = {}
     submission: dict[str, list[str]] = {}
     for dname, dom in top.domains.items():
-        final = top.mailbox_host(dname)
+        finals = top.final_mx_hosts(dname)
         store_fqdn = top.fqdn_of(dom.mailstore) if dom.mailstore else None
-        if final:
+        for final in finals:
             local.setdefault(final, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
         if dom.mailstore:
             local.setdefault(dom.mailstore, []).append(LocalDomain(dname, tuple(dom.mailboxes), store_fqdn))
         for mx in dom.mx:
-            if mx != final:
+            if mx not in finals:
                 relay.setdefault(mx, []).append(dname)
         if dom.relay:
             submission.setdefault(dom.relay, []).append(dname)
@@ -748,11 +768,12 @@ def _plan_roles(
 
 
 def _relay_from(host: Any, segments: dict[str, SegmentPlan], interfaces: dict[str, list[Interface]]) -> tuple[IPNetwork, ...]:
-    """A relay's ``relay_from``: the hosts' planned addresses (/32, /128), then the segments' prefixes."""
+    """A relay's ``relay_from``: the hosts' planned addresses (/32, /128; extra ones too), then the segments' prefixes."""
     nets: list[IPNetwork] = []
     for other in host.relay_from.hosts:
         for iface in interfaces[other]:
             nets += [ipaddress.ip_network(a) for a in (iface.ipv4, iface.ipv6) if a is not None]
+            nets += [ipaddress.ip_network(extra.ip) for extra in iface.extra]  # hosts.X.addresses
     for seg in host.relay_from.segments:
         nets += [n for f in ("ipv4", "ipv6") if (n := segments[seg].lab_subnet(f)) is not None]
     return tuple(dict.fromkeys(nets))
@@ -824,6 +845,9 @@ def plan_zones(top: Topology, segments: dict[str, SegmentPlan], hosts: dict[str,
         for addr in host.addresses("ipv6"):
             records.append(Record(fqdn, "AAAA", str(addr), ttl))
             records.append(Record(addr.reverse_pointer + ".", "PTR", fqdn, ttl))
+    for name, owners in top.dns.names.items():
+        for rtype, family in (("A", "ipv4"), ("AAAA", "ipv6")):
+            records += [Record(_abs(name), rtype, str(a), ttl) for owner in owners for a in hosts[owner].addresses(family)]
     for dname, dom in top.domains.items():
         for mx, pref in sorted(dom.mx.items(), key=lambda kv: (kv[1], kv[0])):
             records.append(Record(_abs(dname), "MX", f"{pref} {_abs(hosts[mx].fqdn)}", ttl))

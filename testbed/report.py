@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,6 +137,7 @@ def result_panel(result: RunResult) -> Panel:
             if c.status != "pass" or c.kind != "message":
                 t.append(f"  [{_short(c.detail, 140)}]", style="dim" if c.status != "fail" else "red")
             parts.append(t)
+            parts.extend(histogram_lines(c.histogram))
     parts.append(Text(f"\nrun directory: {result.run_dir.path}" + ("  (lab kept running)" if result.kept else ""),
                       style="dim"))
     passed = sum(1 for c in result.checks if c.status == "pass")
@@ -153,8 +155,10 @@ def _who(r: ClientResult) -> str:
     """"curl 8.14.1" or "outlook-model (MODEL of Outlook 2007/2010 ...)", plus the resolver."""
     version = r.version if r.version.lower().startswith(r.software) else f"{r.software} {r.version}".strip()
     who = version if not r.model_of else f"{r.software} (MODEL of {r.model_of})"
-    if r.resolver != "glibc":
-        who += f" with the {r.resolver} resolver (MODEL of {r.resolver_model_of or r.resolver})"
+    if r.resolver_model_of:
+        who += f" with the {r.resolver} resolver (MODEL of {r.resolver_model_of})"
+    elif r.resolver != "glibc":
+        who += f" with the {r.resolver} resolver"
     return who
 
 
@@ -172,11 +176,53 @@ def _attempt_text(r: ClientResult) -> str:
     return ", ".join(one(a) for a in r.attempts)
 
 
+def _repeat_block(runs: list[ClientResult]) -> list[Any]:
+    """A repeated step in a few lines: which address came first, where the connections went."""
+    r = runs[0]
+    head = Text(f" {r.step}: ", style="bold")
+    head.append(f"{_who(r)} on {r.host}, {r.action} over {r.protocol} to {r.server}, {len(runs)} runs")
+    head.append(f" ({r.resolver})", style="dim")
+    firsts = Counter(f"{x.resolved[0]} ({x.hosts_by_address.get(x.resolved[0], '?')})" if x.resolved
+                     else (x.resolver_error or "nothing") for x in runs)
+    sources = Counter(x.connected.source for x in runs if x.connected and x.connected.source)
+    received = Counter(x.received_by_connected or "not in a server's log" for x in runs if x.connected)
+    ok = sum(x.outcome.ok for x in runs)
+    out = [head,
+           Text("   first address: " + ", ".join(f"{a} ×{n}" for a, n in firsts.most_common())),
+           Text("   from:          " + (", ".join(f"{a} ×{n}" for a, n in sources.most_common()) or "-")),
+           Text("   received by:   " + (", ".join(f"{h} ×{n}" for h, n in received.most_common()) or "nobody")
+                + f"  (the servers' logs) · ok {ok}/{len(runs)}")]
+    return out
+
+
+def histogram_lines(histogram: dict[str, int], width: int = 30) -> list[Text]:
+    """A distribution's counts as bars, one line per server."""
+    total = sum(histogram.values()) or 1
+    name_width = max(map(len, histogram), default=0)
+    out = []
+    for name, n in histogram.items():
+        line = Text(f"     {name:<{name_width}} ")
+        line.append("█" * round(width * n / total) or ("▏" if n else ""), style="cyan")
+        line.append(f" {n} ({100 * n / total:.0f}%)", style="dim")
+        out.append(line)
+    return out
+
+
 def client_blocks(clients: list[ClientResult]) -> list[Any]:
     """Per client: what it resolved, what it tried, what it got, how long it took; a sweep as a table."""
-    swept = [r for r in clients if r.labels]
-    out: list[Any] = []
+    swept = [r for r in clients if r.labels and r.run is None]
+    repeated: dict[str, list[ClientResult]] = {}
     for r in clients:
+        if r.run is not None:
+            repeated.setdefault(r.step, []).append(r)
+    out: list[Any] = []
+    shown: set[str] = set()
+    for r in clients:
+        if r.run is not None:
+            if r.step not in shown:
+                shown.add(r.step)
+                out.extend(_repeat_block(repeated[r.step]))
+            continue
         if r in swept:
             continue
         got = r.connected

@@ -25,7 +25,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from . import fabric, observe
+from . import fabric, observe, serverside
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
@@ -221,6 +221,12 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         run_dir.write_text(f"logs/{host}/mail.log", text)
     events = observe.events_from_logs(plan, logs)
     run_dir.write_text("events.jsonl", "".join(json.dumps(e.to_dict()) + "\n" for e in events))
+    connections = observe.connections_from_logs(plan, logs)
+    run_dir.write_text("connections.jsonl", "".join(json.dumps(c.to_dict()) + "\n" for c in connections))
+    for client_id, received in serverside.attribute(runner.clients.values(), connections).items():
+        client = runner.clients[client_id]
+        client.received_by = received
+        run_dir.write_json(f"clients/{client_id}.json", client.to_dict())
     queues = observe.queues(lab)
     run_dir.write_json("queues/final.json", {h: [e.to_dict() for e in q] if q is not None else None for h, q in queues.items()})
     mailboxes = observe.mailboxes(lab)
@@ -246,6 +252,7 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         logs=logs,
         message_ids=runner.message_ids,
         clients=runner.clients,
+        connections=connections,
     )
     result.checks = evaluate(plan, obs)
 
@@ -270,7 +277,8 @@ def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
             return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [convert(v) for v in value]
-        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
+                      | ipaddress.IPv4Interface | ipaddress.IPv6Interface):
             return str(value)
         return value
 

@@ -16,7 +16,7 @@ from . import faults
 from .adapters import ClientAdapter, ClientRequest, DnsAdapter, HostAdapter, adapter_for, mta_adapter
 from .adapters.base import RESOLVER_MODELS
 from .clientrun import ClientResult
-from .clienttrace import parse_trace
+from .clienttrace import parse_runs
 from .errors import HostDown, LabError
 from .events import QueueEntry
 from .labapi import ExecResult, LiveLab
@@ -324,33 +324,42 @@ class ScenarioRunner:
             password=mailbox_password(spec.mailbox) if spec.mailbox else "",
         )
         try:
-            cmd = adapter.traced_command(request, spec.resolver)
+            cmd = adapter.traced_command(request, spec.resolver, spec.repeat)
         except ValueError as exc:  # validation refuses what an adapter cannot do; this is the last guard
             raise ScenarioError(f"client step {spec.id}: {exc}") from None
         # Every address may cost a timeout; the model resolver and tracing add a few seconds.
-        res = self.lab.exec(spec.host, cmd, timeout=int(8 * timeout) + 30)
+        res = self.lab.exec(spec.host, cmd, timeout=int(8 * timeout) * spec.repeat + 30)
         self.run_dir.write_text(f"clients/{spec.id}.txt", f"$ {cmd}\n{res.stdout}{res.stderr}")
         try:
-            trace = parse_trace(res.stdout, {str(a) for a in host.addresses()})
+            # The client's own addresses: its planned ones; the capture's direction tells the rest
+            # (a temporary address the kernel made).
+            traces = parse_runs(res.stdout, {str(a) for a in host.addresses()})
         except ValueError as exc:
             raise ScenarioError(
                 f"client step {spec.id} on {spec.host}: no trace ({exc}); {_decisive_output(res)}"
                 f" (transcript: clients/{spec.id}.txt)"
             ) from None
-        outcome = adapter.outcome(trace.rc, trace.stdout, trace.stderr)
-        result = ClientResult(
-            id=spec.id, host=spec.host, software=host.software,
-            version=self._version(spec.host, adapter),
-            model_of=adapter.model_of, model_source=adapter.model_source,
-            resolver=spec.resolver,
-            resolver_model_of=(trace.resolver or {}).get("models") if spec.resolver in RESOLVER_MODELS else None,
-            action=spec.action, protocol=spec.the_protocol, server=server, port=spec.the_port,
-            family=spec.family, timeout_s=timeout, labels=dict(spec.labels), trace=trace, outcome=outcome,
-            hosts_by_address={str(a): h.name for h in self.plan.hosts.values() for a in h.addresses()},
-        )
-        self.clients[spec.id] = result
-        self.run_dir.write_json(f"clients/{spec.id}.json", result.to_dict())
-        record.detail = {"client": spec.id, "summary": result.summary(), "ok": outcome.ok}
+        version = self._version(spec.host, adapter)
+        hosts_by_address = {str(a): h.name for h in self.plan.hosts.values() for a in h.addresses()}
+        results = []
+        for run, trace in enumerate(traces, 1):
+            repeated = spec.repeat > 1
+            result = ClientResult(
+                id=f"{spec.id}.{run}" if repeated else spec.id, host=spec.host, software=host.software,
+                version=version, model_of=adapter.model_of, model_source=adapter.model_source,
+                resolver=spec.resolver,
+                resolver_model_of=(trace.resolver or {}).get("models") if spec.resolver in RESOLVER_MODELS else None,
+                action=spec.action, protocol=spec.the_protocol, server=server, port=spec.the_port,
+                family=spec.family, timeout_s=timeout, labels=dict(spec.labels), trace=trace,
+                outcome=adapter.outcome(trace.rc, trace.stdout, trace.stderr),
+                hosts_by_address=hosts_by_address, step=spec.id, run=run if repeated else None,
+            )
+            self.clients[result.id] = result
+            self.run_dir.write_json(f"clients/{result.id}.json", result.to_dict())
+            results.append(result)
+        ok = sum(r.outcome.ok for r in results)
+        summary = results[0].summary() if len(results) == 1 else f"{ok}/{len(results)} runs ok"
+        record.detail = {"client": spec.id, "summary": summary, "ok": ok == len(results)}
 
     def _version(self, host: str, adapter: ClientAdapter) -> str:
         """The client software's version, asked once per host."""

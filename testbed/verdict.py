@@ -9,10 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from .clientrun import ClientResult, family_of
-from .events import MailboxMessage, QueueEntry
+from .events import MailboxMessage, QueueEntry, ServerConnection
 from .model import (
     EXPECT_KINDS,
     ClientExpect,
+    DistributionCheck,
+    DistributionExpect,
     DnsExpect,
     LogExpect,
     MailboxExpect,
@@ -35,6 +37,8 @@ class Observation:
     logs: dict[str, str]
     message_ids: dict[str, str] = field(default_factory=dict)
     clients: dict[str, ClientResult] = field(default_factory=dict)
+    #: Every client connection the servers' own logs show.
+    connections: list[ServerConnection] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Check:
     description: str
     status: str  # pass | fail | n/a
     detail: str
+    #: A distribution expectation's counts: server (or "elsewhere", "not in a server's log", "failed") -> n.
+    histogram: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -56,6 +62,7 @@ class Check:
             "description": self.description,
             "status": self.status,
             "detail": self.detail,
+            **({"histogram": self.histogram} if self.histogram else {}),
         }
 
 
@@ -70,7 +77,9 @@ def evaluate(plan: LabPlan, obs: Observation) -> list[Check]:
             continue
         failures, facts = _CHECKERS[kind](plan, obs, exp)
         status = "fail" if failures else "pass"
-        checks.append(Check(index, kind, exp.description or _describe(exp), status, "; ".join(failures or facts)))
+        histogram = distribution_counts(obs, exp.distribution) if isinstance(exp, DistributionExpect) else {}
+        checks.append(Check(index, kind, exp.description or _describe(exp), status, "; ".join(failures or facts),
+                            histogram))
     return checks
 
 
@@ -227,7 +236,8 @@ def _epoch(query: dict[str, Any]) -> float:
 def _client(plan: LabPlan, obs: Observation, exp: ClientExpect) -> tuple[list[str], list[str]]:
     """Every client step the check names (a glob, narrowed by labels) must show what it says."""
     check = exp.client
-    results = [r for sid, r in obs.clients.items() if fnmatch.fnmatchcase(sid, check.step)]
+    results = [r for sid, r in obs.clients.items()
+               if fnmatch.fnmatchcase(sid, check.step) or fnmatch.fnmatchcase(r.step, check.step)]
     for key, values in check.labels.items():
         wanted = {str(v) for v in values}
         results = [r for r in results if str(r.labels.get(key)) in wanted]
@@ -292,6 +302,68 @@ def _client_problems(plan: LabPlan, check: Any, r: ClientResult) -> list[str]:
     return out
 
 
+#: Buckets of a distribution beside the servers counted.
+ELSEWHERE, UNLOGGED, FAILED = "elsewhere", "not in a server's log", "failed"
+
+
+def distribution_counts(obs: Observation, check: DistributionCheck) -> dict[str, int]:
+    """server -> how many of the steps' runs (or messages) it received, plus the other buckets (when not 0)."""
+    counts = dict.fromkeys(check.servers, 0)
+    extra = dict.fromkeys((ELSEWHERE, UNLOGGED, FAILED), 0)
+    if check.steps is not None:
+        for r in obs.clients.values():
+            if not (fnmatch.fnmatchcase(r.id, check.steps) or fnmatch.fnmatchcase(r.step, check.steps)):
+                continue
+            if r.connected is None:
+                extra[FAILED] += 1
+            elif (host := r.received_by_connected) is None:
+                extra[UNLOGGED] += 1
+            elif host in counts:
+                counts[host] += 1
+            else:
+                extra[ELSEWHERE] += 1
+    else:
+        assert check.messages is not None
+        for name, hist in obs.histories.items():
+            if not fnmatch.fnmatchcase(name, check.messages):
+                continue
+            first = next((h for h in hist.path if h in counts), None)
+            if first is None:
+                extra[FAILED if not hist.path else ELSEWHERE] += 1
+            else:
+                counts[first] += 1
+    return {**counts, **{k: v for k, v in extra.items() if v}}
+
+
+def _distribution(plan: LabPlan, obs: Observation, exp: DistributionExpect) -> tuple[list[str], list[str]]:
+    check = exp.distribution
+    counts = distribution_counts(obs, check)
+    total = sum(counts.values())
+    at_servers = sum(counts[s] for s in check.servers)
+    what = f"runs of {check.steps}" if check.steps is not None else f"messages {check.messages}"
+    if total == 0:
+        return [f"no {what} to count"], []
+
+    def pct(n: int) -> float:
+        return 100.0 * n / total
+
+    shown = ", ".join(f"{k} {n} ({pct(n):.0f}%)" for k, n in counts.items())
+    fails: list[str] = []
+    if check.count is not None and at_servers != check.count:
+        fails.append(f"expected {check.count} counted at {', '.join(check.servers)}, got {at_servers}")
+    if check.all_to is not None and counts[check.all_to] != total:
+        fails.append(f"expected all {total} at {check.all_to}")
+    ranges = {s: check.each for s in check.servers} if check.each else {}
+    ranges.update(check.share)
+    for server, share in ranges.items():
+        if share is not None and not share.min <= pct(counts[server]) <= share.max:
+            fails.append(f"{server} got {pct(counts[server]):.0f}%, expected {share.min:g}-{share.max:g}%")
+    if fails:
+        fails.append(f"counted {total} {what}: {shown}")
+        return fails, []
+    return [], [f"{total} {what}: {shown}"]
+
+
 def _addresses_of(plan: LabPlan, name: str) -> set[str]:
     if name in plan.hosts:
         return {str(a) for a in plan.hosts[name].addresses()}
@@ -301,4 +373,5 @@ def _addresses_of(plan: LabPlan, name: str) -> set[str]:
         return {name}
 
 
-_CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log, "client": _client}
+_CHECKERS = {"message": _message, "dns": _dns, "mailbox": _mailbox, "queue": _queue, "log": _log, "client": _client,
+             "distribution": _distribution}

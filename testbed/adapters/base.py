@@ -14,13 +14,15 @@ a list of their own.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import MailEvent, QueueEntry
+from ..events import MailEvent, QueueEntry, ServerConnection
 from ..mailbox import maildir_dump_command
 
 if TYPE_CHECKING:
@@ -117,6 +119,10 @@ class MtaAdapter(HostAdapter):
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         raise NotImplementedError
 
+    def parse_connections(self, text: str, host: str) -> list[ServerConnection]:
+        """The SMTP connections this MTA's log says it accepted (who connected, from which port)."""
+        raise NotImplementedError
+
     def mailbox_path(self, domain: str, user: str) -> str | None:
         """Where this MTA stores a local mailbox (Maildir); None: it delivers only to a mailstore."""
         return None
@@ -139,6 +145,8 @@ class MailstoreAdapter(HostAdapter):
 
 #: Resolver behaviour models a client step can name -> the model's name for ``tb-resolver-model``.
 RESOLVER_MODELS = {"macos-10.6-model": "macos-10.6"}
+#: Real resolver software other than the client's own glibc -> its program in the client image.
+RESOLVER_PROGRAMS = {"c-ares": "tb-resolve-cares"}
 
 
 @dataclass(frozen=True)
@@ -191,15 +199,20 @@ class ClientAdapter(HostAdapter):
         """The client's own command line (shell-quoted), run under ``tb-trace``."""
         raise NotImplementedError
 
-    def traced_command(self, request: ClientRequest, resolver: str = "glibc") -> str:
+    def traced_command(self, request: ClientRequest, resolver: str = "glibc", repeat: int = 1) -> str:
         """The client's command under the client image's ``tb-trace`` (its lookups and handshakes recorded).
 
-        With a model resolver, ``tb-trace`` first runs the model (real queries to
-        the lab DNS server) and the client's getaddrinfo then returns the model's answer.
+        With another resolver than glibc, ``tb-trace`` first runs it (a model, or
+        real software such as c-ares; real queries to the lab DNS server) and the
+        client's getaddrinfo then returns its answer. ``repeat``: that many runs in a row.
         """
         args = ["tb-trace", "--ports", str(request.port)]
-        if resolver != "glibc":
+        if resolver in RESOLVER_MODELS:
             args += ["--model-resolver", RESOLVER_MODELS[resolver], "--name", request.server]
+        elif resolver in RESOLVER_PROGRAMS:
+            args += ["--resolve-with", RESOLVER_PROGRAMS[resolver], "--name", request.server]
+        if repeat > 1:
+            args += ["--repeat", str(repeat)]
         return " ".join(shlex.quote(a) for a in [*args, "--", "sh", "-c", self.client_command(request)])
 
     def outcome(self, rc: int, stdout: str, stderr: str) -> ClientOutcome:
@@ -270,6 +283,23 @@ def log_lines(text: str, host: str, line_re: re.Pattern[str]) -> Iterator[tuple[
         m = line_re.match(line)
         if m:
             yield m, {"host": host, "seq": seq, "time": m["time"], "line": line}
+
+
+def normalise_address(text: str) -> str:
+    """An address as Python writes it ("IPv6:2001:db8:1:0:0:0:0:10" -> "2001:db8:1::10"); unchanged if not one."""
+    try:
+        return str(ipaddress.ip_address(text.removeprefix("IPv6:")))
+    except ValueError:
+        return text
+
+
+def iso_epoch(text: str) -> float | None:
+    """Epoch seconds of an ISO-8601 or "YYYY-MM-DD HH:MM:SS.fff" log time (the lab's clocks are UTC)."""
+    try:
+        t = datetime.fromisoformat(text.replace(" ", "T", 1))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def queue_id_in_reply(reply: str) -> str | None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..events import Kind, MailEvent, QueueEntry
+from ..events import Kind, MailEvent, QueueEntry, ServerConnection
 from ..templating import render
 from .base import (
     LOG_DIR,
     SERVICE_SCRIPT,
     MtaAdapter,
     RenderedFile,
+    iso_epoch,
     log_lines,
+    normalise_address,
     queue_id_in_reply,
     roles_summary,
 )
@@ -51,6 +53,10 @@ _INTERFACE = re.compile(r" I=\[[^\]]*\](?::\d+)?")
 _STATUS = re.compile(r"\b[245]\d\d[ -](?P<status>[245]\.\d{1,3}\.\d{1,3})\b")
 _REJECT = re.compile(
     r"F=<(?P<from>[^>]*)> (?P<temp>temporarily )?rejected RCPT <(?P<to>[^>]*)>: (?P<reason>.*)$"
+)
+# +smtp_connection: "SMTP connection from NAME (HELO) [ADDR]:PORT I=[...]:25 (TCP/IP connection count = N)".
+_SMTP_CONNECTION = re.compile(
+    r"^SMTP connection from (?:[^\s(\[]+ )?(?:\([^)]*\) )?\[(?P<addr>[^\]]+)\](?::(?P<port>\d+))?"
 )
 _DISCARD = re.compile(r"^(?P<rcpt>\S+): error ignored$")
 
@@ -146,6 +152,16 @@ class EximAdapter(MtaAdapter):
         return entries
 
     # --- log ---------------------------------------------------------------------
+
+    def parse_connections(self, text: str, host: str) -> list[ServerConnection]:
+        out = []
+        for m, base in log_lines(text, host, _LINE):
+            c = _SMTP_CONNECTION.match(m["msg"])
+            if c:
+                out.append(ServerConnection(host, normalise_address(c["addr"]),
+                                            int(c["port"]) if c["port"] else None, iso_epoch(m["time"]),
+                                            m["time"], base["line"]))
+        return out
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         events: list[MailEvent] = []

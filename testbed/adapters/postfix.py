@@ -10,9 +10,11 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from ..events import Kind, MailEvent, QueueEntry
+from ..events import Kind, MailEvent, QueueEntry, ServerConnection
 from ..templating import render
 from .base import (
+    iso_epoch,
+    normalise_address,
     LOG_DIR,
     SERVICE_SCRIPT,
     MtaAdapter,
@@ -37,10 +39,12 @@ _DELIVERY = re.compile(
 _RELAY = re.compile(r"^(?P<name>[^\[]*)\[(?P<addr>[^\]]*)\](?::\d+)?$")
 _CLIENT = re.compile(r"^client=(?P<name>[^\[]*)\[(?P<addr>[^\]]*)\]")
 _REJECT = re.compile(
-    r"reject: RCPT from (?P<name>[^\[]*)\[(?P<addr>[^\]]*)\]: (?P<code>\d{3}) (?P<dsn>[\d.]+) "
+    r"reject: RCPT from (?P<name>[^\[]*)\[(?P<addr>[^\]]*)\](?::\d+)?: (?P<code>\d{3}) (?P<dsn>[\d.]+) "
     r"(?P<text>.*?); from=<(?P<from>[^>]*)> to=<(?P<to>[^>]*)>"
 )
 _DSN = re.compile(r"^(?:sender|postmaster) (?:non-delivery|delivery status|delay) notification: (?P<new>\w+)")
+#: smtpd's "connect from NAME[ADDR]:PORT" (the port: smtpd_client_port_logging, set in main.cf).
+_SMTPD_CONNECT = re.compile(r"^connect from (?P<name>[^\[]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
 _CONNECT = re.compile(r"^connect to (?P<name>[^\[]*)\[(?P<addr>[^\]]*)\]:\d+: (?P<err>.*)$")
 
 #: Delivery agents whose "sent" means "in a mailbox", not "handed to another MTA".
@@ -126,6 +130,17 @@ class PostfixAdapter(MtaAdapter):
         return f"/var/mail/vhosts/{domain}/{user}/"
 
     # --- log ---------------------------------------------------------------------
+
+    def parse_connections(self, text: str, host: str) -> list[ServerConnection]:
+        out = []
+        for m, base in log_lines(text, host, _LINE):
+            c = _SMTPD_CONNECT.match(m["msg"]) if m["service"] == "smtpd" else None
+            if c:
+                # maillog_file's syslog-style time has no year: the port identifies the connection.
+                out.append(ServerConnection(host, normalise_address(c["addr"]),
+                                            int(c["port"]) if c["port"] else None, iso_epoch(m["time"]),
+                                            m["time"], base["line"]))
+        return out
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         events: list[MailEvent] = []

@@ -19,14 +19,16 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..events import Kind, MailEvent, QueueEntry
+from ..events import Kind, MailEvent, QueueEntry, ServerConnection
 from ..templating import render
 from .base import (
     LOG_DIR,
     SERVICE_SCRIPT,
     MtaAdapter,
     RenderedFile,
+    iso_epoch,
     log_lines,
+    normalise_address,
     queue_id_in_reply,
     roles_summary,
 )
@@ -55,6 +57,8 @@ _FIELD = {
     "stat": re.compile(r", stat=(?P<v>.*)$"),
 }
 _PEER = re.compile(r"^(?:\S+@)?(?P<name>[^\s\[]*)\s*(?:\[(?P<addr>[^\]]+)\])?")
+# LogLevel 14 logs every connection: "NOQUEUE: connect from NAME [ADDR]" (no port; times in microseconds).
+_DAEMON_CONNECT = re.compile(r"^NOQUEUE: connect from (?:\S+ )?\[(?P<addr>[^\]]+)\]")
 _NOTIFY = re.compile(
     r"^(?P<new>[0-9A-Za-z]{14}): (?P<what>DSN|return to sender|postmaster notify|sender notify): (?P<reason>.*)$"
 )
@@ -154,6 +158,15 @@ class SendmailAdapter(MtaAdapter):
         return entries
 
     # --- log ---------------------------------------------------------------------
+
+    def parse_connections(self, text: str, host: str) -> list[ServerConnection]:
+        out = []
+        for m, base in log_lines(text, host, _LINE):
+            c = _DAEMON_CONNECT.match(m["msg"])
+            if c:
+                out.append(ServerConnection(host, normalise_address(c["addr"]), None, iso_epoch(m["time"]),
+                                            m["time"], base["line"]))
+        return out
 
     def parse_log(self, text: str, host: str) -> list[MailEvent]:
         events: list[MailEvent] = []

@@ -10,6 +10,7 @@ from typing import Any
 from .schema import (
     FAMILIES_OF,
     ClientExpect,
+    DistributionExpect,
     ClientStep,
     FaultStep,
     FQDN_RE,
@@ -41,6 +42,8 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     out += _check_hosts(top)
     out += _check_addresses(top)
+    out += _check_extra_addresses(top)
+    out += _check_dns_names(top)
     out += _check_domains(top)
     out += _check_dns(top)
     out += _check_dns_rules(top)
@@ -160,6 +163,8 @@ def assign_host_ids(top: Topology) -> tuple[dict[tuple[str, str], int], list[tup
     taken: dict[str, set[int]] = {s: set() for s in top.segments}
     problems: list[tuple[Loc, str]] = []
     for name, host in top.hosts.items():
+        for seg, extra in host.addresses.items():
+            taken.get(seg, set()).update(extra)  # kept free for the host's extra addresses
         for seg in segments_of(top, name):
             if host.id is not None and seg in taken:
                 ids[(name, seg)] = host.id
@@ -186,6 +191,39 @@ def assign_host_ids(top: Topology) -> tuple[dict[tuple[str, str], int], list[tup
             ids[(name, seg)] = n
             taken[seg].add(n)
     return ids, problems
+
+
+def _check_dns_names(top: Topology) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for name, owners in top.dns.names.items():
+        for i, owner in enumerate(owners):
+            if owner not in top.hosts:
+                out.append((("dns", "names", name, i), _unknown("host", owner, top.hosts)))
+    return out
+
+
+def _check_extra_addresses(top: Topology) -> list[tuple[Loc, str]]:
+    """Extra host numbers: on the host's own segments, and nobody else's number there."""
+    out: list[tuple[Loc, str]] = []
+    owner: dict[tuple[str, int], str] = {}
+    for name, host in top.hosts.items():
+        for seg in segments_of(top, name):
+            if host.id is not None:
+                owner[(seg, host.id)] = name
+    for name, host in top.hosts.items():
+        mine = set(segments_of(top, name))
+        for seg, extra in host.addresses.items():
+            loc: Loc = ("hosts", name, "addresses", seg)
+            if seg not in mine:
+                out.append((loc, f"{name} is not on segment {seg!r}; its segments: {', '.join(sorted(mine))}"))
+                continue
+            for i, n in enumerate(extra):
+                other = owner.get((seg, n))
+                if other is not None:
+                    what = "its own id" if other == name else f"{other}'s number"
+                    out.append((loc + (i,), f"{n} is {what} on segment {seg}"))
+                owner[(seg, n)] = name
+    return out
 
 
 def _check_addresses(top: Topology) -> list[tuple[Loc, str]]:
@@ -422,6 +460,8 @@ def _check_expectations(top: Topology) -> list[tuple[Loc, str]]:
                 out.append((loc + ("dns", "step"), _unknown("client step", exp.dns.step, client_steps)))
         elif isinstance(exp, ClientExpect):
             out += _check_client_expectation(top, exp, loc + ("client",))
+        elif isinstance(exp, DistributionExpect):
+            out += _check_distribution(top, exp, loc + ("distribution",))
         for where, ref in refs:
             if ref is not None and ref not in messages:
                 out.append((where, f"no step sends a message {ref!r}; expected {_one_of(messages)}"
@@ -507,6 +547,32 @@ def _check_faults(top: Topology) -> list[tuple[Loc, str]]:
 def _routers_on(top: Topology, segment: str, family: str) -> list[str]:
     return [n for n, h in top.hosts.items()
             if h.kind == "router" and segment in (h.segments or []) and family in FAMILIES_OF[top.segments[segment].family]]
+
+
+def _check_distribution(top: Topology, exp: DistributionExpect, loc: Loc) -> list[tuple[Loc, str]]:
+    import fnmatch
+
+    check = exp.distribution
+    out: list[tuple[Loc, str]] = []
+    if check.steps is not None:
+        steps = top.client_steps()
+        if not any(fnmatch.fnmatchcase(sid, check.steps) for sid in steps):
+            out.append((loc + ("steps",), _unknown("client step", check.steps, steps)))
+    if check.messages is not None:
+        messages = top.messages()
+        if not any(fnmatch.fnmatchcase(m, check.messages) for m in messages):
+            out.append((loc + ("messages",), f"no step sends a message matching {check.messages!r}; expected "
+                                             f"{_one_of(messages)}"))
+    for i, host in enumerate(check.servers):
+        if host not in top.hosts:
+            out.append((loc + ("servers", i), _unknown("host", host, top.hosts)))
+    servers = set(check.servers)
+    if check.all_to is not None and check.all_to not in servers:
+        out.append((loc + ("all_to",), f"{check.all_to!r} is not one of the servers counted ({', '.join(check.servers)})"))
+    for host in check.share:
+        if host not in servers:
+            out.append((loc + ("share", host), f"{host!r} is not one of the servers counted ({', '.join(check.servers)})"))
+    return out
 
 
 def _check_client_expectation(top: Topology, exp: ClientExpect, loc: Loc) -> list[tuple[Loc, str]]:

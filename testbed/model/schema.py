@@ -212,6 +212,9 @@ class Host(Strict):
     suite: Literal[IMAGE_SUITES] | None = None  # type: ignore[valid-type]
     #: Broken paths to this host per family from the start (``fault`` steps change them).
     faults: dict[Literal["ipv4", "ipv6"], Literal["blackhole", "refused"]] = Field(default_factory=dict)
+    #: More host numbers per segment: each is one more address of this host there, in
+    #: every family it has on that segment (``{clients: [40, 41]}``: .40 and ::40 too).
+    addresses: dict[Name, list[Annotated[int, Field(ge=2, le=127)]]] = Field(default_factory=dict)
     description: str = ""
     #: RFC 4941 temporary addresses from its segment's router advertisements
     #: (use_tempaddr=2: connections leave from the temporary address).
@@ -286,6 +289,9 @@ class DnsSettings(Strict):
     server: Name | None = None
     ttl: int = Field(60, ge=0, le=MAX_TTL)
     records: list[DnsRecord] = Field(default_factory=list)
+    #: More names for lab hosts: each name gets the A and AAAA records of every host listed,
+    #: in this order (a name served by several hosts, e.g. for round robin).
+    names: dict[DnsName, list[Name]] = Field(default_factory=dict)
     omit: list[DnsOmit] = Field(default_factory=list)
     rules: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -382,9 +388,10 @@ ClientAction = Literal["submit", "fetch", "connect"]
 ClientProtocol = Literal["smtp", "imap", "pop3"]
 #: The port each protocol is reached on in a lab.
 PROTOCOL_PORTS = {"smtp": 25, "imap": 143, "pop3": 110}
-#: The resolvers a client step can use: the client's own (glibc's getaddrinfo) or
-#: a behaviour model (``tb-resolver-model``) whose answer the client then gets.
-RESOLVERS = ("glibc", "macos-10.6-model")
+#: The resolvers a client step can use: the client's own (glibc's getaddrinfo),
+#: c-ares (real software: RFC 6724 sorting, ``tb-resolve-cares``) or a behaviour
+#: model (``tb-resolver-model``); the client then gets their answer.
+RESOLVERS = ("glibc", "c-ares", "macos-10.6-model")
 
 
 class ClientSpec(Strict):
@@ -408,6 +415,9 @@ class ClientSpec(Strict):
     mailbox: str | None = None
     #: Free labels shown in the report (a sweep sets its variable here).
     labels: dict[str, Any] = Field(default_factory=dict)
+    #: Run the client this many times in a row, each resolving afresh (one traced
+    #: run: ID.1 ... ID.N); a ``distribution`` expectation counts where they went.
+    repeat: int = Field(1, ge=1, le=500)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -730,7 +740,50 @@ class LogExpect(Expectation):
     log: LogCheck
 
 
-EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client")
+class Share(Strict):
+    """A range of percentages, both ends included."""
+
+    min: float = Field(0, ge=0, le=100)
+    max: float = Field(100, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Share:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
+class DistributionCheck(Strict):
+    """Where N connections or messages went, counted per server from the servers' own logs."""
+
+    #: Client steps (a glob over step ids; every run of a repeated step): each run's
+    #: connection that worked, counted at the server whose log shows it.
+    steps: str | None = None
+    #: Or messages (a glob over message names): counted at the first of ``servers`` on each one's path.
+    messages: str | None = None
+    #: The servers counted; anything else that received one counts as "elsewhere".
+    servers: list[Name] = Field(min_length=1)
+    #: How many were counted at the servers in all.
+    count: int | None = Field(None, ge=0)
+    #: Every one went to this server.
+    all_to: Name | None = None
+    #: Every server got a share in this range (percent of those counted).
+    each: Share | None = None
+    #: Per server: its share's range.
+    share: dict[Name, Share] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DistributionCheck:
+        if (self.steps is None) == (self.messages is None):
+            raise ValueError("a distribution counts either client 'steps' or 'messages' (exactly one of them)")
+        return self
+
+
+class DistributionExpect(Expectation):
+    distribution: DistributionCheck
+
+
+EXPECT_KINDS = ("message", "dns", "mailbox", "queue", "log", "client", "distribution")
 
 Expect = Annotated[
     Annotated[MessageExpect, Tag("message")]
@@ -738,7 +791,8 @@ Expect = Annotated[
     | Annotated[MailboxExpect, Tag("mailbox")]
     | Annotated[QueueExpect, Tag("queue")]
     | Annotated[LogExpect, Tag("log")]
-    | Annotated[ClientExpect, Tag("client")],
+    | Annotated[ClientExpect, Tag("client")]
+    | Annotated[DistributionExpect, Tag("distribution")],
     Discriminator(
         _single_key(EXPECT_KINDS),
         custom_error_type="expect_kind",
@@ -803,6 +857,19 @@ class Topology(Strict):
         if not dom.mx:
             return None
         return min(dom.mx.items(), key=lambda kv: kv[1])[0]
+
+    def final_mx_hosts(self, domain: str) -> list[str]:
+        """The MX hosts that deliver the domain's mail themselves: the mailbox host, and, when the
+        domain has a mailstore and no pinned mailbox host, every other MX of the best preference
+        (equal-preference MX hosts share the load; each hands its mail to the mailstore over LMTP)."""
+        final = self.mailbox_host(domain)
+        if final is None:
+            return []
+        dom = self.domains[domain]
+        if dom.mailbox_host or not dom.mailstore:
+            return [final]
+        best = dom.mx[final]
+        return [final] + [mx for mx, pref in dom.mx.items() if pref == best and mx != final]
 
     def steps(self) -> list[Step]:
         """The scenario as it runs: every sweep expanded into its steps."""
@@ -897,6 +964,8 @@ __all__ = [
     "LogCheck",
     "LogExpect",
     "EXPECT_KINDS",
+    "DistributionCheck",
+    "DistributionExpect",
     "Expect",
     "Variant",
     "Topology",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -688,6 +689,20 @@ def test_forced_rebuild_drops_the_build_it_replaced(repo: Path, fake: FakeClient
     first = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)["base"]
     I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake, rebuild=True)
     assert first not in fake.api.store  # untagged now: nothing could ever reuse it
+
+
+def test_prune_leaves_a_young_untagged_stage_of_a_running_build(repo: Path, fake: FakeClient) -> None:
+    """A multi-stage build's intermediate image is untagged and carries its base's labels."""
+    base = I.ensure_images(["base"], "bookworm", images_dir=repo / "images", client=fake)["base"]
+    labels = dict(fake.api.inspect_image(base)["Config"]["Labels"])
+    stage = fake.api.add("stage:tmp", labels)
+    fake.api.store[stage]["RepoTags"] = []
+    fake.api.store[stage]["Created"] = time.time()  # just built, by a build still running
+    I.prune_cache(fake, "base", "bookworm")
+    assert stage in fake.api.store
+    fake.api.store[stage]["Created"] = time.time() - I.UNTAGGED_GRACE_S - 1
+    I.prune_cache(fake, "base", "bookworm")
+    assert stage not in fake.api.store and base in fake.api.store
 
 
 def test_image_status(repo: Path, fake: FakeClient) -> None:
