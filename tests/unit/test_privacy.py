@@ -287,3 +287,10 @@ expect:
                       clients={"submit": _result(temporary)})
     assert f"source: expected a planned address, got {temporary}" in evaluate(plan, obs)[1].detail
     assert json.dumps(_result(temporary).to_dict())  # result.json takes it
+
+
+def test_relay_from_a_host_permits_its_extra_addresses_too(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, LAB.replace("privacy_addresses: true}", "privacy_addresses: true, addresses: {users: [40]}}"))
+    permitted = {str(n) for n in plan.hosts["relay"].roles.relay_networks}
+    assert {f"{a}/{a.max_prefixlen}" for a in plan.hosts["client"].addresses()} == permitted
+    assert len(permitted) == 4
