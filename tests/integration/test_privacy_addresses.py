@@ -8,7 +8,6 @@ into them.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -71,7 +70,7 @@ def test_the_relay_refuses_in_its_own_words(privacy) -> None:
     assert not outcome.ok and REFUSAL[mta] in outcome.reply, outcome.reply
 
 
-def test_advertisements_stay_inside_the_segment(privacy) -> None:
+def test_advertisements_stay_inside_the_segment(privacy, docker_client) -> None:
     """No default route from the advertisements, and nothing else on the segment configures from them."""
     lab = privacy["broken"]
     assert lab.host("client").check_output("ip -6 route show default") == ""
@@ -80,7 +79,9 @@ def test_advertisements_stay_inside_the_segment(privacy) -> None:
     # The router advertises but takes no address of its own from the prefix.
     router = lab.host("router").check_output("ip -6 -o addr show to %s", str(users.subnet_v6))
     assert [line.split()[3] for line in router.splitlines()] == [f"{lab.plan.hosts['router'].interfaces[0].ipv6}/64"]
-    # The machine's bridge (the engine sets accept_ra=0 there) holds only its gateway address.
-    bridge = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", users.bridge, "scope", "global"],
-                            capture_output=True, text=True, check=True).stdout
+    # The machine's bridge (the engine sets accept_ra=0 there) holds only its gateway address. Read in
+    # the engine's own network namespace (a nested engine's bridges are not the host's).
+    image = docker_client.containers.get(lab.plan.hosts["router"].container).image.id
+    bridge = docker_client.containers.run(image, ["ip", "-6", "-o", "addr", "show", "dev", users.bridge, "scope",
+                                                  "global"], network_mode="host", remove=True).decode()
     assert [line.split()[3] for line in bridge.splitlines()] == [f"{users.gateway('ipv6')}/64"]
