@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
-        reproduce-no-fallback reproduce-resolver-race reproduce-round-robin reproduce-privacy-addresses \
+        reproduce-no-fallback reproduce-resolver-race reproduce-round-robin \
+        reproduce-transition-addresses reproduce-privacy-addresses \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -60,13 +61,17 @@ reproduce-resolver-race: $(STAMP) host-tools
 reproduce-round-robin: $(STAMP) host-tools
 	$(BIN)/testbed reproduce round-robin $(RUN_ARGS)
 
+# Slide 30: Teredo- and 6to4-shaped AAAA against glibc's address selection (docs/clients.md).
+reproduce-transition-addresses: $(STAMP) host-tools
+	$(BIN)/testbed reproduce transition-addresses $(RUN_ARGS)
+
 # Slide 30: RFC 4941 temporary addresses against a relay that permits hosts by
 # address. MTA=exim|sendmail puts that MTA on the relay (and the other MTA host).
 reproduce-privacy-addresses: $(STAMP) host-tools
 	$(BIN)/testbed reproduce privacy-addresses $(RUN_ARGS)
 
 reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
-           reproduce-round-robin reproduce-privacy-addresses
+           reproduce-round-robin reproduce-transition-addresses reproduce-privacy-addresses
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

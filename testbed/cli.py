@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, gaiconf
 from .errors import TestbedError, TopologyError
 from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
 from .source import load_yaml, parse_yaml, read_text
@@ -136,6 +136,21 @@ def validate(files: tuple[str, ...]) -> None:
     sys.exit(EXIT_INPUT if failed else 0)
 
 
+@main.command()
+@click.argument("what", type=click.Choice(["topology"]))
+@_guard
+def schema(what: str) -> None:
+    """Print a JSON Schema: `topology` is the topology file's, for editors.
+
+    With yaml-language-server (VS Code's YAML extension, Neovim, Helix), save it
+    and put `# yaml-language-server: $schema=topology.schema.json` on a
+    topology's first line.
+    """
+    from .model import topology_json_schema
+
+    click.echo(json.dumps(topology_json_schema(), indent=2))
+
+
 def _check_api(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from .plan import EngineCaps
 
@@ -178,7 +193,9 @@ def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta,
         table.add_column(col)
     for h in lab.hosts.values():
         table.add_row(*map(Text, (
-            h.name, h.kind, h.software, h.stack,
+            h.name, h.kind,
+            h.software + (f"\ngai.conf: {gaiconf.summary(h.gai_conf.table, h.gai_conf.entries())}" if h.gai_conf else ""),
+            h.stack,
             "\n".join(map(str, h.addresses())),
             "\n".join(f"{r.prefix} via {r.via}" for r in h.routes),
         )))
@@ -256,7 +273,7 @@ def images(suite: str, build: bool, rebuild: bool, base_source: str | None, debi
 
 
 def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: str | None,
-         as_json: bool, keep: bool, runs: str | None) -> None:
+         as_json: bool, keep: bool, runs: str | None, junit: str | None = None) -> None:
     from . import fabric
     from .report import print_results
     from .runner import RunOptions, ensure_images_for, plan_runs, run_plans
@@ -269,6 +286,10 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     if runs:
         options.runs_root = Path(runs)
     results = run_plans(client, plans, options, image_ids)
+    if junit:
+        from .junit import results_xml
+
+        Path(junit).write_text(results_xml(results), encoding="utf-8")
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
     else:
@@ -279,6 +300,8 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
 
 
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--junit", type=click.Path(dir_okay=False, writable=True),
+                      help="Also write JUnit XML here (a test case per expectation), for CI.")(fn)
     fn = click.option("--runs", type=click.Path(file_okay=False), help="Where run directories go (default ./runs).")(fn)
     fn = click.option("--keep", is_flag=True, help="Leave the lab running (remove it with `testbed down`).")(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
@@ -291,25 +314,26 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--all-variants", is_flag=True, help="Run every variant, side by side.")
 @_run_options
 @_guard
-def run(topology: str, variants: tuple[str, ...], all_variants: bool, sets, mta, suite, as_json, keep, runs) -> None:
+def run(topology: str, variants: tuple[str, ...], all_variants: bool, sets, mta, suite, as_json, keep, runs,
+        junit) -> None:
     """Bring a topology's lab up, run its scenario, check its expectations, tear it down."""
     path = _topology_path(topology)
     names = variant_names(load_yaml(path).data)
     chosen = names if all_variants else list(variants) or [names[0]]
     overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
-    _run([(path, v) for v in chosen], lambda p: overrides, suite, as_json, keep, runs)
+    _run([(path, v) for v in chosen], lambda p: overrides, suite, as_json, keep, runs, junit)
 
 
 @main.command()
 @click.argument("name")
 @_run_options
 @_guard
-def reproduce(name: str, sets, mta, suite, as_json, keep, runs) -> None:
+def reproduce(name: str, sets, mta, suite, as_json, keep, runs, junit) -> None:
     """Run every variant of a study reproduction (e.g. mx-routing), broken and fixed."""
     path = _topology_path(name)
     names = variant_names(load_yaml(path).data)
     overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
-    _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs)
+    _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs, junit)
 
 
 @main.command()
@@ -318,8 +342,10 @@ def reproduce(name: str, sets, mta, suite, as_json, keep, runs) -> None:
 @click.option("--jobs", type=click.IntRange(1, 8), default=2, show_default=True, help="Labs running at once.")
 @click.option("--spec", type=click.Path(dir_okay=False), help="Matrix file (default: topologies/matrices/default.yaml).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where matrix.md/.json go (default: runs/matrix-TIME).")
+@click.option("--junit", type=click.Path(dir_okay=False, writable=True),
+              help="Also write JUnit XML here (a test case per cell), for CI.")
 @_guard
-def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> None:
+def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit: str | None) -> None:
     """Run every reproduction with every MTA (and mixed assignments); write an outcomes table."""
     import time
 
@@ -337,6 +363,10 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None) -> No
     run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
                      list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
                      on_row=report, image_progress=_image_progress)
+    if junit:
+        from .junit import matrix_xml
+
+        Path(junit).write_text(matrix_xml(run.rows), encoding="utf-8")
     out.print(run.table + ("\n" + run.changes if run.changes else ""), highlight=False, markup=False)
     out.print(f"{len(run.rows)} labs in {run.elapsed_s:.0f} s; table: {target / 'matrix.md'}", highlight=False)
     sys.exit(0 if run.as_expected else EXIT_FAILED)

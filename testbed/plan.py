@@ -19,6 +19,7 @@ from .model import (
     FAMILIES_OF,
     ClientSpec,
     Expect,
+    GaiConf,
     SendSpec,
     Step,
     Timing,
@@ -248,6 +249,8 @@ class HostPlan:
     nameservers: tuple[IPAddress, ...]
     sysctls: dict[str, str]
     roles: MailRoles = MailRoles()
+    #: glibc's /etc/gai.conf, as the topology gives it (None: the image's own); render writes it.
+    gai_conf: GaiConf | None = None
     #: Sysctls of the host's (only) interface, named with IFNAME (``net.ipv6.conf.IFNAME.accept_ra``).
     interface_sysctls: dict[str, str] = field(default_factory=dict)
     #: RFC 4941 temporary addresses from its segment's router advertisements.
@@ -524,6 +527,7 @@ def plan_lab(
             nameservers=nameservers,
             sysctls=_sysctls(host.kind, stack),
             roles=roles.get(name, MailRoles()),
+            gai_conf=host.gai_conf if host.gai_conf is not None and not host.gai_conf.empty else None,
             interface_sysctls=_interface_sysctls(top, name, segments),
             privacy_addresses=host.privacy_addresses,
             advertisements=_advertisements(top, name, segments, interfaces[name]),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import faults
+from . import faults, gaiconf
 from .adapters import RenderedFile, adapter_for
 from .plan import HostPlan, LabPlan
 from .templating import render
+
+
+#: glibc's address-selection tables (getaddrinfo), for a host whose topology entry sets ``gai_conf``.
+GAI_CONF = "/etc/gai.conf"
 
 
 def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
@@ -27,6 +31,9 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
         RenderedFile("/etc/testbed/resolv.conf", render("common/resolv.conf.j2", host=host, dns_fqdn=dns_fqdn)),
         RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
     ]
+    if host.gai_conf is not None:
+        # Straight into the image's own path: the engine never rewrites it, so it survives restarts.
+        common.append(RenderedFile(GAI_CONF, gaiconf.render(host.gai_conf.table, host.gai_conf.entries(), host.name)))
     adapter = adapter_for(host.software)
     return common + adapter.service_files(host) + adapter.files(host, plan)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from pydantic import BaseModel
 
 from . import fabric, observe, serverside
 from .adapters import adapter_for
@@ -280,6 +281,8 @@ def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
         if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
                       | ipaddress.IPv4Interface | ipaddress.IPv6Interface):
             return str(value)
+        if isinstance(value, BaseModel):  # a host's gai_conf
+            return value.model_dump(mode="json")
         return value
 
     data = convert(plan)

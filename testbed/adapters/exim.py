@@ -54,9 +54,11 @@ _STATUS = re.compile(r"\b[245]\d\d[ -](?P<status>[245]\.\d{1,3}\.\d{1,3})\b")
 _REJECT = re.compile(
     r"F=<(?P<from>[^>]*)> (?P<temp>temporarily )?rejected RCPT <(?P<to>[^>]*)>: (?P<reason>.*)$"
 )
-# +smtp_connection: "SMTP connection from NAME (HELO) [ADDR]:PORT I=[...]:25 (TCP/IP connection count = N)".
+# +smtp_connection: "SMTP connection from [ADDR]:PORT I=[...]:25 (TCP/IP connection count = N)" when
+# the connection comes in; its end ("... closed by QUIT", "... lost") repeats the start and is not counted.
 _SMTP_CONNECTION = re.compile(
     r"^SMTP connection from (?:[^\s(\[]+ )?(?:\([^)]*\) )?\[(?P<addr>[^\]]+)\](?::(?P<port>\d+))?"
+    r".* \(TCP/IP connection count = \d+\)$"
 )
 _DISCARD = re.compile(r"^(?P<rcpt>\S+): error ignored$")
 

@@ -50,6 +50,7 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out += _check_scenario(top)
     out += _check_clients(top)
     out += _check_faults(top)
+    out += _check_gai_conf(top)
     out += _check_expectations(top)
     out += _check_advertisements(top)
     # A step of a sweep is checked once per value: report each of its problems once.
@@ -541,6 +542,20 @@ def _check_faults(top: Topology) -> list[tuple[Loc, str]]:
             elif mode == "blackhole" and not _routers_on(top, host.segment or "", family):
                 out.append((loc + (family,), f"a black hole is made at the routers of segment {host.segment}, "
                                              f"which has no router: use 'refused', or add a router"))
+    return out
+
+
+def _check_gai_conf(top: Topology) -> list[tuple[Loc, str]]:
+    """A prefix given twice in one kind of gai.conf line: glibc would keep both, in no defined order."""
+    from ..gaiconf import KINDS, duplicates
+
+    out: list[tuple[Loc, str]] = []
+    for name, host in top.hosts.items():
+        if host.gai_conf is None:
+            continue
+        for kind in KINDS:
+            for i, message in duplicates(kind, [e.prefix for e in getattr(host.gai_conf, kind)]):
+                out.append((("hosts", name, "gai_conf", kind, i, "prefix"), message))
     return out
 
 

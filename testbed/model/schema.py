@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import re2
 
@@ -21,6 +21,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -60,6 +61,12 @@ MAX_DURATION_S = 86400.0
 MAX_TTL = 2**31 - 1
 
 
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("expected a duration above zero")
+    return seconds
+
+
 def _duration(value: Any) -> Any:
     """Accept 10, 10s, 500ms, 3m, 1h; return seconds (finite, at most a day)."""
     seconds: float | None = None
@@ -76,7 +83,16 @@ def _duration(value: Any) -> Any:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+#: Seconds, written as a number or with a unit ("10s", "500ms", "3m"); the JSON Schema says both.
+Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema({
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+    ],
+    "description": "a duration: seconds, or a number with ms, s, m or h (10s, 500ms, 3m)",
+})]
+#: A duration above zero.
+PositiveDuration = Annotated[Duration, AfterValidator(lambda v: _positive(v))]
 Name = Annotated[str, Field(pattern=NAME_RE)]
 
 #: Address ranges no lab segment may use: packets to them never reach a lab host.
@@ -158,7 +174,7 @@ class Timing(Strict):
     #: the kernel's 3 s of unanswered neighbour probes, so a dead host still reads
     #: "Connection timed out", not "No route to host".
     connect_timeout: Duration = 1.0
-    settle_timeout: Annotated[Duration, Field(gt=0)] = 120.0
+    settle_timeout: PositiveDuration = 120.0
     #: The logs must not have grown for this long, with nothing in flight (settle).
     settle_quiet: Duration = 0.5
     #: Pause between settle's probes (each probe is one exec per MTA, in parallel).
@@ -166,7 +182,7 @@ class Timing(Strict):
     #: A client's per-attempt connect timeout where the client has one (swaks, curl,
     #: msmtp, Python): compressed from their defaults (30 s and more) so that a
     #: sequential client's fallback after a black-holed address takes seconds, not minutes.
-    client_timeout: Annotated[Duration, Field(gt=0)] = 3.0
+    client_timeout: PositiveDuration = 3.0
 
 
 class Segment(Strict):
@@ -193,6 +209,57 @@ class Segment(Strict):
         return _not_special(net)
 
 
+class GaiEntry(Strict):
+    """One ``precedence`` or ``label`` line of /etc/gai.conf: an IPv6 prefix and its value."""
+
+    #: The kind of line whose rules apply (testbed/gaiconf.py); label and precedence share them.
+    _kind: ClassVar[str] = "precedence"
+    prefix: str
+    value: Annotated[int, Field(strict=True)]
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        from ..gaiconf import prefix_problem
+
+        problem = prefix_problem(cls._kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: int) -> int:
+        from ..gaiconf import value_problem
+
+        problem = value_problem(cls._kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class GaiScopeEntry(GaiEntry):
+    """One ``scopev4`` line: an IPv4 prefix (or ``::ffff:a.b.c.d/N``) and its scope, 0-15."""
+
+    _kind: ClassVar[str] = "scopev4"
+
+
+class GaiConf(Strict):
+    """glibc's /etc/gai.conf for one host: a named table and/or explicit lines (testbed/gaiconf.py)."""
+
+    #: glibc-default: glibc's built-in (RFC 3484) table written out; rfc6724: RFC 6724's table.
+    table: Literal["glibc-default", "rfc6724"] | None = None
+    precedence: list[GaiEntry] = Field(default_factory=list)
+    label: list[GaiEntry] = Field(default_factory=list)
+    scopev4: list[GaiScopeEntry] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing given (``gai_conf: {}``): no file is written, the image's own applies."""
+        return self.table is None and not (self.precedence or self.label or self.scopev4)
+
+    def entries(self) -> dict[str, list[tuple[str, int]]]:
+        return {kind: [(e.prefix, e.value) for e in getattr(self, kind)] for kind in ("precedence", "label", "scopev4")}
 class RelayFrom(Strict):
     """Who may relay through a submission relay: hosts' planned addresses (/32, /128), segments' prefixes."""
 
@@ -216,6 +283,8 @@ class Host(Strict):
     #: every family it has on that segment (``{clients: [40, 41]}``: .40 and ::40 too).
     addresses: dict[Name, list[Annotated[int, Field(ge=2, le=127)]]] = Field(default_factory=dict)
     description: str = ""
+    #: glibc's /etc/gai.conf on this host (getaddrinfo's address-selection tables); None: the image's own.
+    gai_conf: GaiConf | None = None
     #: RFC 4941 temporary addresses from its segment's router advertisements
     #: (use_tempaddr=2: connections leave from the temporary address).
     privacy_addresses: bool = False
@@ -308,7 +377,7 @@ class SendSpec(Strict):
     family: Literal["any", "ipv4", "ipv6"] = "any"
     subject: str | None = None
 
-    @field_validator("to", mode="before")
+    @field_validator("to", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -333,7 +402,7 @@ class SendSpec(Strict):
 
 class SettleSpec(Strict):
     #: None: the topology's timing.settle_timeout (0 is not "the default": it is refused).
-    timeout: Annotated[Duration, Field(gt=0)] | None = None
+    timeout: PositiveDuration | None = None
 
 
 class SendStep(Strict):
@@ -359,7 +428,7 @@ class StartServiceStep(Strict):
 class FlushStep(Strict):
     flush: list[Name] | Literal["all"]
 
-    @field_validator("flush", mode="before")
+    @field_validator("flush", mode="before", json_schema_input_type=Name | list[Name] | Literal["all"])
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) and value != "all" else value
@@ -368,7 +437,7 @@ class FlushStep(Strict):
 class SettleStep(Strict):
     settle: SettleSpec = SettleSpec()
 
-    @field_validator("settle", mode="before")
+    @field_validator("settle", mode="before", json_schema_input_type=SettleSpec | None)
     @classmethod
     def _empty(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -407,7 +476,7 @@ class ClientSpec(Strict):
     resolver: Literal[RESOLVERS] = "glibc"  # type: ignore[valid-type]
     family: Literal["any", "ipv4", "ipv6"] = "any"
     #: Per connection attempt; default: timing.client_timeout.
-    timeout: Annotated[Duration, Field(gt=0)] | None = None
+    timeout: PositiveDuration | None = None
     sender: str | None = Field(None, alias="from")
     to: list[str] = Field(default_factory=list)
     subject: str | None = None
@@ -419,7 +488,7 @@ class ClientSpec(Strict):
     #: run: ID.1 ... ID.N); a ``distribution`` expectation counts where they went.
     repeat: int = Field(1, ge=1, le=500)
 
-    @field_validator("to", mode="before")
+    @field_validator("to", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -619,7 +688,7 @@ class Expectation(Strict):
     #: Only check when these hosts run this software (per-MTA outcomes differ).
     when: dict[Name, list[str]] = Field(default_factory=dict)
 
-    @field_validator("when", mode="before")
+    @field_validator("when", mode="before", json_schema_input_type=dict[Name, str | list[str]])
     @classmethod
     def _listify(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -653,7 +722,7 @@ class DnsQueryCheck(Strict):
     #: Every matching query arrived within this many ms of the others (e.g. A and AAAA in parallel).
     within_ms: float | None = Field(None, ge=0)
 
-    @field_validator("type", mode="before")
+    @field_validator("type", mode="before", json_schema_input_type=str | list[str] | None)
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -691,7 +760,7 @@ class ClientCheck(Strict):
     #: planned addresses, or one the lab did not plan (an RFC 4941 temporary address).
     source: Literal["planned", "unplanned"] | None = None
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", mode="before", json_schema_input_type=dict[str, int | float | str | list[int | float | str]])
     @classmethod
     def _listify(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
@@ -918,6 +987,9 @@ __all__ = [
     "Pools",
     "Timing",
     "Segment",
+    "GaiEntry",
+    "GaiScopeEntry",
+    "GaiConf",
     "RelayFrom",
     "Host",
     "Domain",
@@ -964,9 +1036,26 @@ __all__ = [
     "LogCheck",
     "LogExpect",
     "EXPECT_KINDS",
+    "topology_json_schema",
     "DistributionCheck",
     "DistributionExpect",
     "Expect",
     "Variant",
     "Topology",
 ]
+
+
+def topology_json_schema() -> dict[str, Any]:
+    """The topology file's JSON Schema (draft 2020-12), for editors (yaml-language-server) and CI linters.
+
+    It checks each key and type; what needs the whole file (names that must
+    exist, families, reachability) is for ``testbed validate``.
+    """
+    schema = Topology.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "testbed topology",
+        "description": "A lab of the IPv4/IPv6 mail testbed: segments, hosts, domains, DNS, scenario, "
+                       "expectations, variants (docs/topology.md). `testbed validate` checks the rest.",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }

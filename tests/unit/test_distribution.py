@@ -126,14 +126,21 @@ def test_postfix_reject_lines_with_a_port_still_parse() -> None:
 
 
 def test_exim_and_sendmail_connections() -> None:
-    exim = ("2026-12-02 06:01:02.345 SMTP connection from office.example.org [2001:db8:1::10]:40001 "
-            "I=[2001:db8:2::26]:25 (TCP/IP connection count = 1)\n")
-    [e] = mta_adapter("exim").parse_connections(exim, "mx-b")
-    assert (e.client_address, e.client_port) == ("2001:db8:1::10", 40001) and e.time == pytest.approx(1796191262.345)
-    sendmail = ("2026-12-02T06:01:02.500000+00:00 mx-c.example.net sendmail[71]: NOQUEUE: connect from "
+    """Lines from the round-robin lab run with --mta exim and --mta sendmail (bookworm, 2026-12-02)."""
+    exim = ("2026-12-02 06:12:00.798 SMTP connection from [198.18.8.10]:60082 I=[198.18.7.26]:25 "
+            "(TCP/IP connection count = 1)\n"
+            "2026-12-02 06:12:00.805 SMTP connection from branch.example.org (branch) [198.18.8.10]:60082 "
+            "I=[198.18.7.26]:25 closed by QUIT\n")
+    [e] = mta_adapter("exim").parse_connections(exim, "mx-b")  # the closing line is not a second connection
+    assert (e.client_address, e.client_port) == ("198.18.8.10", 60082)
+    assert e.time == pytest.approx(1796191920.798)
+    sendmail = ("2026-12-02T06:14:40.923268+00:00 mx-b.example.net sendmail[86]: NOQUEUE: connect from "
+                "branch.example.org [198.18.3.10]\n"
+                "2026-12-02T06:14:41.136898+00:00 mx-b.example.net sendmail[87]: NOQUEUE: connect from "
                 "office.example.org [IPv6:2001:db8:1:0:0:0:0:10]\n")
-    [s] = mta_adapter("sendmail").parse_connections(sendmail, "mx-c")
-    assert (s.client_address, s.client_port) == ("2001:db8:1::10", None) and s.time == pytest.approx(1796191262.5)
+    s1, s2 = mta_adapter("sendmail").parse_connections(sendmail, "mx-b")
+    assert (s1.client_address, s1.client_port) == ("198.18.3.10", None) and s1.time == pytest.approx(1796192080.923268)
+    assert s2.client_address == "2001:db8:1::10"
 
 
 # --- attribution and the distribution ------------------------------------------------------------

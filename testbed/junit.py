@@ -1,0 +1,102 @@
+"""JUnit XML for CI systems (pure: results in, XML text out).
+
+One ``testsuite`` per lab (``topology/variant``), one ``testcase`` per
+expectation; a failed expectation's text holds its detail and the decisive log
+lines of the messages it is about. A lab error is a ``testcase`` named "lab"
+with an ``error``; an expectation that does not apply to the lab's software
+(``when``) is ``skipped`` with the reason. The matrix writes one testcase per
+cell. The format is the one Jenkins, GitLab and GitHub Actions' reporters read
+(the JUnit 4 / Ant schema).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any
+
+from .model import MessageExpect
+from .results import RunResult
+from .track import History
+
+
+def _decisive_lines(history: History | None, limit: int = 12) -> list[str]:
+    if history is None:
+        return []
+    out: list[str] = []
+    for hop in [*history.hops, *(h for d in history.dsns for h in d.hops)]:
+        for line in hop.evidence:
+            if line not in out:
+                out.append(line)
+    return out[-limit:]
+
+
+def _suite(result: RunResult) -> ET.Element:
+    plan = result.plan
+    suite = ET.Element("testsuite", name=f"{result.label} ({plan.suite})",
+                       time=f"{sum(result.timings.values()):.3f}")
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("run_id", plan.run_id), ("suite", plan.suite), ("run_dir", str(result.run_dir.path)),
+                       *((f"version:{k}", v) for k, v in sorted(result.versions.items()))):
+        ET.SubElement(props, "property", name=key, value=str(value))
+    classname = f"{plan.name}.{plan.variant}"
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if result.error:
+        case = ET.SubElement(suite, "testcase", classname=classname, name="lab")
+        ET.SubElement(case, "error", message=result.error).text = result.error
+        counts["tests"] += 1
+        counts["errors"] += 1
+    for check in result.checks:
+        counts["tests"] += 1
+        case = ET.SubElement(suite, "testcase", classname=classname,
+                             name=f"{check.index + 1:02d} {check.description or check.kind}")
+        if check.status == "n/a":
+            ET.SubElement(case, "skipped", message=check.detail)
+            counts["skipped"] += 1
+        elif check.status == "fail":
+            exp = plan.expectations[check.index]
+            lines = _decisive_lines(result.histories.get(exp.message)) if isinstance(exp, MessageExpect) else []
+            text = check.detail + ("\n\ndecisive log lines:\n" + "\n".join(lines) if lines else "")
+            ET.SubElement(case, "failure", message=check.detail, type=check.kind).text = text
+            counts["failures"] += 1
+        else:
+            ET.SubElement(case, "system-out").text = check.detail
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    return suite
+
+
+def _document(suites: list[ET.Element], name: str) -> str:
+    root = ET.Element("testsuites", name=name)
+    for key in ("tests", "failures", "errors", "skipped"):
+        root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
+    root.extend(suites)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def results_xml(results: Sequence[RunResult], name: str = "testbed") -> str:
+    """The JUnit XML of one `testbed run` or `reproduce`: a testsuite per lab."""
+    return _document([_suite(r) for r in results], name)
+
+
+def matrix_xml(rows: Sequence[dict[str, Any]], name: str = "testbed matrix") -> str:
+    """The JUnit XML of a matrix: one testcase per cell, failed when the cell did not behave as expected."""
+    suite = ET.Element("testsuite", name=name)
+    failures = 0
+    for row in rows:
+        case = ET.SubElement(suite, "testcase", classname=f"{row.get('scenario')}.{row.get('variant')}",
+                             name=f"{row.get('suite')} {row.get('assignment')}")
+        summary = f"message {row.get('state')}; expectations {row.get('expectations')} hold"
+        if not row.get("as_expected"):
+            failures += 1
+            detail = "\n".join(str(x) for x in (row.get("error"), f"decisive: {row.get('decisive')}",
+                                                 f"run directory: {row.get('run_dir')}") if x)
+            ET.SubElement(case, "failure", message=row.get("error") or summary).text = detail
+        else:
+            ET.SubElement(case, "system-out").text = summary
+    suite.set("tests", str(len(rows)))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", "0")
+    return _document([suite], name)

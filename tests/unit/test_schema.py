@@ -1,0 +1,51 @@
+"""`testbed schema topology`: the JSON Schema editors use accepts every bundled topology and refuses bad keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from testbed.cli import main
+from testbed.model import topology_json_schema
+from testbed.source import load_yaml
+
+TOPOLOGIES = sorted((Path(__file__).parents[2] / "topologies").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    schema = topology_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)  # a well-formed 2020-12 schema
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("path", [p for p in TOPOLOGIES if "matrices" not in p.parts], ids=lambda p: p.stem)
+def test_every_bundled_topology_satisfies_the_schema(validator, path: Path) -> None:
+    data = load_yaml(path).data
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(data)]
+    assert not errors, errors
+
+
+def test_the_schema_refuses_what_validate_refuses_key_by_key(validator) -> None:
+    data = load_yaml(TOPOLOGIES[0]).data
+    data["timing"] = {"retry": "soon"}
+    data["hosts"]["extra"] = {"kind": "mta", "segmnet": "x"}
+    messages = [e.message for e in validator.iter_errors(data)]
+    assert any("soon" in m for m in messages)
+    assert any("segmnet" in m for m in messages)
+
+
+def test_durations_may_carry_units(validator) -> None:
+    data = load_yaml(TOPOLOGIES[0]).data
+    data["timing"] = {"retry": "500ms", "max_retry": 30, "settle_timeout": "2m"}
+    assert not list(validator.iter_errors(data))
+
+
+def test_the_cli_prints_it() -> None:
+    result = CliRunner().invoke(main, ["schema", "topology"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["$schema"].endswith("2020-12/schema")
