@@ -10,7 +10,7 @@ RUN_ARGS := $(if $(MTA),--mta $(MTA)) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: all venv host-tools images reproduce-mx-routing reproduce-relay-bounce \
         reproduce-no-fallback reproduce-resolver-race reproduce-round-robin \
-        reproduce-transition-addresses \
+        reproduce-transition-addresses reproduce-privacy-addresses \
         reproduce matrix test test-engine unit integration bench down clean
 
 all: test
@@ -68,8 +68,13 @@ reproduce-round-robin: $(STAMP) host-tools
 reproduce-transition-addresses: $(STAMP) host-tools
 	$(BIN)/testbed reproduce transition-addresses $(RUN_ARGS)
 
+# Slide 30: RFC 4941 temporary addresses against a relay that permits hosts by
+# address. MTA=exim|sendmail puts that MTA on the relay (and the other MTA host).
+reproduce-privacy-addresses: $(STAMP) host-tools
+	$(BIN)/testbed reproduce privacy-addresses $(RUN_ARGS)
+
 reproduce: reproduce-mx-routing reproduce-relay-bounce reproduce-no-fallback reproduce-resolver-race \
-           reproduce-round-robin reproduce-transition-addresses
+           reproduce-round-robin reproduce-transition-addresses reproduce-privacy-addresses
 
 # Every test: unit tests, then integration tests against real containers on
 # this machine's engine, then the engine-sensitive ones again on current

@@ -25,6 +25,7 @@ from rich.text import Text
 from . import __version__, gaiconf
 from .errors import TestbedError, TopologyError
 from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
+from .progressview import ProgressView
 from .source import load_yaml, parse_yaml, read_text
 
 EXIT_FAILED = 1
@@ -35,6 +36,10 @@ EXIT_ENVIRONMENT = 3
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 140))
 console = Console(stderr=True, width=_WIDTH)
 out = Console(width=_WIDTH)
+# Plain lines (the nested engine's relayed output); long work uses a live ProgressView on a terminal.
+_plain = ProgressView(console, live=False)
+_progress = _plain.lab
+_image_progress = _plain.image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,15 +75,6 @@ def _error(message: str) -> None:
     console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)  # one line per problem
 
 
-def _progress(label: str, message: str) -> None:
-    console.print(f"[dim]{label}:[/] {message}", highlight=False)
-
-
-def _image_progress(label: str, message: str) -> None:
-    """Status changes only; a build's own output is kept for its error message."""
-    if message.startswith(("building ", "built ", "build stopped", "importing ", "waiting ", "pulling ", "source: ")) \
-            or "debootstrap" in message[:20]:
-        _progress(label, message)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
@@ -350,8 +346,9 @@ def images(suite: str, build: bool, rebuild: bool, base_source: str | None, debi
 
     base = settings_from_env(source=base_source, repository=debian_image)
     if build or rebuild:
-        ensure_images(None, suite, rebuild=rebuild, base=base,
-                      progress=lambda image, msg: _image_progress(f"image {image}", msg))
+        with ProgressView(console) as view:
+            ensure_images(None, suite, rebuild=rebuild, base=base,
+                          progress=lambda image, msg: view.image(f"image {image}", msg))
     table = Table(title=f"images ({suite})")
     for col in ("image", "tag", "present", "up to date"):
         table.add_column(col)
@@ -372,11 +369,12 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     topologies = [load_topology(p, v, overrides_for(p)) for p, v in paths_variants]
     client = fabric.connect()
     plans = plan_runs(client, topologies, suite)
-    image_ids = ensure_images_for(plans, progress=_image_progress)
-    options = RunOptions(keep=keep, suite=suite, progress=_progress)
-    if runs:
-        options.runs_root = Path(runs)
-    results = run_plans(client, plans, options, image_ids)
+    with ProgressView(console) as view:
+        image_ids = ensure_images_for(plans, progress=view.image)
+        options = RunOptions(keep=keep, suite=suite, progress=view.lab)
+        if runs:
+            options.runs_root = Path(runs)
+        results = run_plans(client, plans, options, image_ids)
     if junit:
         from .junit import results_xml
 
@@ -446,14 +444,16 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit
     topologies = REPO_ROOT / "topologies"
     target = Path(out_dir) if out_dir else runs_root() / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    def report(done: int, total: int, cell, row) -> None:
-        mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
-        console.print(f"[{done}/{total}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
-                      f"{row['state']} {mark} ({row['expectations']})", highlight=False)
+    with ProgressView(console) as view:
 
-    run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
-                     list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
-                     on_row=report, image_progress=_image_progress)
+        def report(done: int, total: int, cell, row) -> None:
+            mark = "[green]as expected[/]" if row["as_expected"] else "[red]NOT as expected[/]"
+            view.cell(done, total, f"[{done}/{total}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
+                                   f"{row['state']} {mark} ({row['expectations']})", row["as_expected"])
+
+        run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
+                         list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
+                         on_row=report, image_progress=view.image)
     if junit:
         from .junit import matrix_xml
 

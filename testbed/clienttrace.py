@@ -202,6 +202,8 @@ def _attempts(packets: list[str], client_addrs: set[str], process_end: float) ->
     flows: list[_Flow] = []
     open_flows: dict[tuple[str, int, str, int], _Flow] = {}
 
+    # An address the lab did not plan (an RFC 4941 temporary one) is still the
+    # client's: "-i any" gives each packet its direction.
     def is_outgoing(p: _Packet) -> bool | None:
         if p.src in mine:
             return True

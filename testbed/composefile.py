@@ -17,7 +17,7 @@ from typing import Any
 
 from .adapters import RenderedFile
 from .fabric import CONTAINER_MEMORY, CONTAINER_PIDS
-from .plan import LABEL_ADDRESSES, LABEL_HOST, LABEL_KIND, HostPlan, LabPlan, SegmentPlan, network_options
+from .plan import ENDPOINT_SYSCTLS, LABEL_ADDRESSES, LABEL_HOST, LABEL_KIND, HostPlan, LabPlan, SegmentPlan, network_options
 
 # 2.4: the last format with mem_limit, pids_limit, enable_ipv6 and ip_range for
 # plain (non-swarm) docker-compose; Debian's docker-compose 1.29 reads it.
@@ -51,13 +51,16 @@ def file_source(files_dir: Path, host: str, f: RenderedFile) -> Path:
 
 def _service(plan: LabPlan, host: HostPlan, image: str, files: Sequence[RenderedFile],
              data_dirs: Sequence[str], files_dir: Path) -> dict[str, Any]:
-    networks: dict[str, dict[str, str]] = {}
-    for iface in host.interfaces:
-        addresses: dict[str, str] = {}
+    networks: dict[str, dict[str, Any]] = {}
+    endpoint_sysctls = host.endpoint_sysctls(plan.caps)
+    for index, iface in enumerate(host.interfaces):
+        addresses: dict[str, Any] = {}
         if iface.docker_ipv4:
             addresses["ipv4_address"] = str(iface.docker_ipv4)
         if iface.docker_ipv6:
             addresses["ipv6_address"] = str(iface.docker_ipv6)
+        if endpoint_sysctls and index == 0:
+            addresses["driver_opts"] = {ENDPOINT_SYSCTLS: endpoint_sysctls}
         networks[iface.segment] = addresses
     volumes = [f"{volume_key(host, i)}:{path}" for i, path in enumerate(data_dirs)]
     volumes += [f"{file_source(files_dir, host.name, f)}:{f.path}" for f in files]
@@ -69,7 +72,7 @@ def _service(plan: LabPlan, host: HostPlan, image: str, files: Sequence[Rendered
         "mem_limit": CONTAINER_MEMORY,
         "pids_limit": CONTAINER_PIDS,
         "cap_add": ["NET_ADMIN"],
-        "sysctls": dict(host.sysctls),
+        "sysctls": host.engine_sysctls(plan.caps),
         "tmpfs": ["/run/testbed:size=1m"],
         "volumes": volumes,
         "networks": networks,

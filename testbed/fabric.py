@@ -31,6 +31,7 @@ from .adapters import RenderedFile
 from .errors import DockerUnavailable, HostDown, LabError
 from .labapi import ExecResult
 from .plan import (
+    ENDPOINT_SYSCTLS,
     LABEL_ADDRESSES,
     LABEL_HOST,
     LABEL_KIND,
@@ -432,10 +433,12 @@ class Lab:
         wanted = sorted(map(str, seg.subnets))
         self.progress(f"network {seg.network} ({seg.family}: {', '.join(wanted)})")
 
-    def _endpoint(self, iface) -> dict:
+    def _endpoint(self, iface, sysctls: str | None = None) -> dict:
         return self.client.api.create_endpoint_config(
             ipv4_address=str(iface.docker_ipv4) if iface.docker_ipv4 else None,
             ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
+            # Per-interface sysctls (router advertisements, temporary addresses): API 1.46+.
+            driver_opt={ENDPOINT_SYSCTLS: sysctls} if sysctls else None,
         )
 
     def _create_host(self, host: HostPlan, files: list[RenderedFile], data_dirs: tuple[str, ...]) -> None:
@@ -459,15 +462,16 @@ class Lab:
         plan = self.plan
         first, *rest = host.interfaces
         attach_now = host.interfaces if plan.caps.multi_network_create else (first,)
+        sysctls = host.endpoint_sysctls(plan.caps)
         networking = api.create_networking_config(
-            {plan.segments[i.segment].network: self._endpoint(i) for i in attach_now}
+            {plan.segments[i.segment].network: self._endpoint(i, sysctls if i is first else None) for i in attach_now}
         )
         host_config = api.create_host_config(
             init=True,
             mem_limit=CONTAINER_MEMORY,
             pids_limit=CONTAINER_PIDS,
             cap_add=["NET_ADMIN"],
-            sysctls=host.sysctls,
+            sysctls=host.engine_sysctls(plan.caps),
             tmpfs={"/run/testbed": "size=1m"},
             mounts=mounts,
             network_mode=plan.segments[first.segment].network,

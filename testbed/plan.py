@@ -37,6 +37,8 @@ LABEL_LAB = "testbed.lab"
 LABEL_VARIANT = "testbed.variant"
 LABEL_HOST = "testbed.host"
 LABEL_KIND = "testbed.kind"
+#: The endpoint driver option for per-interface sysctls (API 1.46, moby#47686).
+ENDPOINT_SYSCTLS = "com.docker.network.endpoint.sysctls"
 LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed dns` rules by host name
 
 
@@ -76,6 +78,19 @@ class EngineCaps:
         # com.docker.network.bridge.trusted_host_interfaces: API 1.50 (engine 28.2, moby#49832).
         return self.trust_lab_bridges and self.api_version >= (1, 50)
 
+    @property
+    def endpoint_sysctls(self) -> bool:
+        """Per-interface sysctls as the endpoint's driver option (API 1.46, engine 27.0, moby#47686).
+
+        ``com.docker.network.endpoint.sysctls`` with ``IFNAME`` in the names,
+        applied when the engine configures that interface. Older engines (20.10,
+        26.1) take them in ``--sysctl`` as ``net.ipv6.conf.eth0.*``: the interface
+        of the first network exists before the runtime applies them (the SetKey
+        prestart hook; 26.0 dropped it and 26.0.1 brought it back, moby#47646),
+        and ``default.*`` reaches only interfaces created later.
+        """
+        return self.api_version >= (1, 46)
+
     @classmethod
     def parse(cls, version: str) -> EngineCaps:
         major, minor = version.split(".")[:2]
@@ -101,6 +116,8 @@ class SegmentPlan:
     subnet_v6: ipaddress.IPv6Network | None
     #: True when the engine needs an IPv4 subnet on an IPv6-only segment; hosts drop it.
     placeholder_v4: bool = False
+    #: A router of the segment sends router advertisements for its IPv6 prefix.
+    advertise: bool = False
 
     @property
     def carries(self) -> frozenset[str]:
@@ -181,6 +198,15 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Advertisement:
+    """A router's advertisement of one segment's prefix (radvd on the interface that holds ``address``)."""
+
+    segment: str
+    address: ipaddress.IPv6Address  # the router's own address on the segment
+    prefix: ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
 class RoutedPath:
     """A path through a lab router that bring-up checks before the scenario relies on it."""
 
@@ -225,6 +251,24 @@ class HostPlan:
     roles: MailRoles = MailRoles()
     #: glibc's /etc/gai.conf, as the topology gives it (None: the image's own); render writes it.
     gai_conf: GaiConf | None = None
+    #: Sysctls of the host's (only) interface, named with IFNAME (``net.ipv6.conf.IFNAME.accept_ra``).
+    interface_sysctls: dict[str, str] = field(default_factory=dict)
+    #: RFC 4941 temporary addresses from its segment's router advertisements.
+    privacy_addresses: bool = False
+    #: A router's router advertisements, one per advertised segment.
+    advertisements: tuple[Advertisement, ...] = ()
+
+    def engine_sysctls(self, caps: EngineCaps) -> dict[str, str]:
+        """The container's ``--sysctl``: with the interface's own on engines without endpoint sysctls."""
+        if caps.endpoint_sysctls or not self.interface_sysctls:
+            return dict(self.sysctls)
+        return {**self.sysctls, **{k.replace(".IFNAME.", ".eth0."): v for k, v in self.interface_sysctls.items()}}
+
+    def endpoint_sysctls(self, caps: EngineCaps) -> str | None:
+        """The first endpoint's ``com.docker.network.endpoint.sysctls`` (engines from API 1.46)."""
+        if not caps.endpoint_sysctls or not self.interface_sysctls:
+            return None
+        return ",".join(f"{k}={v}" for k, v in self.interface_sysctls.items())
 
     @property
     def families(self) -> frozenset[str]:
@@ -484,6 +528,9 @@ def plan_lab(
             sysctls=_sysctls(host.kind, stack),
             roles=roles.get(name, MailRoles()),
             gai_conf=host.gai_conf if host.gai_conf is not None and not host.gai_conf.empty else None,
+            interface_sysctls=_interface_sysctls(top, name, segments),
+            privacy_addresses=host.privacy_addresses,
+            advertisements=_advertisements(top, name, segments, interfaces[name]),
         )
     zones = plan_zones(top, segments, hosts)
     labels = {LABEL_RUN: run_id, LABEL_LAB: top.name, LABEL_VARIANT: top.variant}
@@ -535,6 +582,7 @@ def _plan_segments(
             subnet_v4=subnet_v4,  # type: ignore[arg-type]
             subnet_v6=subnet_v6,  # type: ignore[arg-type]
             placeholder_v4=seg.family == "ipv6" and subnet_v4 is not None,
+            advertise=seg.advertise and subnet_v6 is not None,
         )
     return out
 
@@ -639,6 +687,45 @@ def _sysctls(kind: str, stack: str) -> dict[str, str]:
     }
 
 
+def _interface_sysctls(top: Topology, name: str, segments: dict[str, SegmentPlan]) -> dict[str, str]:
+    """Router advertisements, per interface (``all.accept_ra`` does not reach an interface).
+
+    A host with privacy addresses configures from its segment's advertisements
+    and sources connections from the temporary address (use_tempaddr=2), but
+    takes no default route from them (the lab's routes are its own; radvd also
+    advertises no default router). Every other host on an advertised segment
+    ignores them, or it would add an address of its own from the prefix.
+    Routers forward, and a forwarding interface ignores them (accept_ra=1).
+    """
+    host = top.hosts[name]
+    seg = segments.get(host.segment or "")
+    if host.kind == "router" or seg is None or not seg.advertise or "ipv6" not in FAMILIES_OF[top.host_stack(name)]:
+        return {}
+    if not host.privacy_addresses:
+        return {"net.ipv6.conf.IFNAME.accept_ra": "0"}
+    return {
+        "net.ipv6.conf.IFNAME.accept_ra": "1",
+        "net.ipv6.conf.IFNAME.autoconf": "1",
+        "net.ipv6.conf.IFNAME.use_tempaddr": "2",
+        "net.ipv6.conf.IFNAME.accept_ra_defrtr": "0",
+    }
+
+
+def _advertisements(
+    top: Topology, name: str, segments: dict[str, SegmentPlan], interfaces: list[Interface]
+) -> tuple[Advertisement, ...]:
+    """The advertised segments this router sends for: it is the first router (file order) on each."""
+    if top.hosts[name].kind != "router":
+        return ()
+    out = []
+    for iface in interfaces:
+        seg = segments[iface.segment]
+        first = next((n for n, h in top.hosts.items() if h.kind == "router" and iface.segment in (h.segments or [])), None)
+        if seg.advertise and first == name and iface.ipv6 is not None and seg.subnet_v6 is not None:
+            out.append(Advertisement(iface.segment, iface.ipv6, seg.subnet_v6))
+    return tuple(out)
+
+
 # Duplicate address detection keeps a new interface's link-local address
 # "tentative" for about a second, and the first IPv6 connection to a host that
 # has just started stalled meanwhile (measured: Postfix connection setup 1-2 s
@@ -674,13 +761,26 @@ def _plan_roles(
         if host.kind not in ("mta", "mailstore"):
             continue
         subs = tuple(submission.get(name, ()))
+        permitted = _relay_from(host, segments, interfaces) if host.relay_from is not None else lab_networks
         roles[name] = MailRoles(
             local_domains=tuple(local.get(name, ())),
             relay_domains=tuple(relay.get(name, ())),
             submission_for=subs,
-            relay_networks=lab_networks if subs else (),
+            relay_networks=permitted if subs else (),
         )
     return roles
+
+
+def _relay_from(host: Any, segments: dict[str, SegmentPlan], interfaces: dict[str, list[Interface]]) -> tuple[IPNetwork, ...]:
+    """A relay's ``relay_from``: the hosts' planned addresses (/32, /128; extra ones too), then the segments' prefixes."""
+    nets: list[IPNetwork] = []
+    for other in host.relay_from.hosts:
+        for iface in interfaces[other]:
+            nets += [ipaddress.ip_network(a) for a in (iface.ipv4, iface.ipv6) if a is not None]
+            nets += [ipaddress.ip_network(extra.ip) for extra in iface.extra]  # hosts.X.addresses
+    for seg in host.relay_from.segments:
+        nets += [n for f in ("ipv4", "ipv6") if (n := segments[seg].lab_subnet(f)) is not None]
+    return tuple(dict.fromkeys(nets))
 
 
 def _plan_mailboxes(top: Topology, hosts: dict[str, HostPlan]) -> tuple[MailboxReader, ...]:

@@ -26,7 +26,8 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
     dns_fqdn = plan.hosts[plan.dns_server].fqdn
     common = [
         RenderedFile("/etc/testbed/net.sh", render("common/net.sh.j2", host=host, gateways=gateways,
-                                                           fault_lines=faults.boot_lines(plan, host.name))),
+                                                           fault_lines=faults.boot_lines(plan, host.name),
+                                                           plan_prefix=_advertised_prefix(plan, host))),
         RenderedFile("/etc/testbed/resolv.conf", render("common/resolv.conf.j2", host=host, dns_fqdn=dns_fqdn)),
         RenderedFile("/etc/testbed/hosts", render("common/hosts.j2", host=host)),
     ]
@@ -35,6 +36,13 @@ def host_files(plan: LabPlan, host: HostPlan) -> list[RenderedFile]:
         common.append(RenderedFile(GAI_CONF, gaiconf.render(host.gai_conf.table, host.gai_conf.entries(), host.name)))
     adapter = adapter_for(host.software)
     return common + adapter.service_files(host) + adapter.files(host, plan)
+
+
+def _advertised_prefix(plan: LabPlan, host: HostPlan) -> str | None:
+    """The IPv6 prefix a host with privacy addresses gets its temporary address from."""
+    if not host.privacy_addresses:
+        return None
+    return str(plan.segments[host.interfaces[0].segment].subnet_v6)
 
 
 def lab_files(plan: LabPlan) -> dict[str, list[RenderedFile]]:

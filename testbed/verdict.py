@@ -294,6 +294,13 @@ def _client_problems(plan: LabPlan, check: Any, r: ClientResult) -> list[str]:
     if check.resolved is not None:
         compare("resolved families", check.resolved, [family_of(a) for a in r.resolved])
     compare("resolver error", check.resolver_error, r.resolver_error)
+    if check.source is not None:
+        planned = {str(a) for a in plan.hosts[r.host].addresses()} if r.host in plan.hosts else set()
+        source = got.source if got else ""
+        actual = "none" if not source else ("planned" if source in planned else "unplanned")
+        if actual != check.source:
+            out.append(f"source: expected a{'n' if check.source == 'unplanned' else ''} {check.source} address, "
+                       f"got {source or 'no connection'}")
     return out
 
 

@@ -53,6 +53,7 @@ def check_references(top: Topology) -> list[tuple[Loc, str]]:
     out += _check_faults(top)
     out += _check_gai_conf(top)
     out += _check_expectations(top)
+    out += _check_advertisements(top)
     # A step of a sweep is checked once per value: report each of its problems once.
     return list(dict.fromkeys(out))
 
@@ -612,4 +613,57 @@ def _check_client_expectation(top: Topology, exp: ClientExpect, loc: Loc) -> lis
     if check.address is not None and "." not in check.address and ":" not in check.address \
             and check.address not in top.hosts:
         out.append((loc + ("address",), _unknown("host", check.address, top.hosts)))
+    return out
+
+
+def _check_advertisements(top: Topology) -> list[tuple[Loc, str]]:
+    """Router advertisements, temporary addresses and per-host relay permission."""
+    out: list[tuple[Loc, str]] = []
+    for seg_name, seg in top.segments.items():
+        if not seg.advertise:
+            continue
+        loc: Loc = ("segments", seg_name, "advertise")
+        if "ipv6" not in FAMILIES_OF[seg.family]:
+            out.append((loc, f"segment {seg_name!r} carries no IPv6: there is no prefix to advertise"))
+        elif not _routers_on(top, seg_name, "ipv6"):
+            out.append((loc, f"router advertisements come from a router on the segment, and {seg_name!r} has none"))
+    for name, host in top.hosts.items():
+        if host.privacy_addresses:
+            loc = ("hosts", name, "privacy_addresses")
+            if host.kind == "router":
+                out.append((loc, "a router forwards and ignores router advertisements: temporary addresses are for hosts"))
+            elif host.segment in top.segments:
+                if "ipv6" not in FAMILIES_OF[top.host_stack(name)]:
+                    out.append((loc, f"{name} has no IPv6 address"))
+                elif not top.segments[host.segment].advertise:
+                    out.append((loc, f"temporary addresses come from router advertisements: "
+                                     f"set segments.{host.segment}.advertise"))
+        if host.relay_from is not None:
+            out += _check_relay_from(top, name, host)
+    return out
+
+
+def _check_relay_from(top: Topology, name: str, host: Any) -> list[tuple[Loc, str]]:
+    loc: Loc = ("hosts", name, "relay_from")
+    if host.kind != "mta":
+        return [(loc, "only an mta host relays mail")]
+    relays = {d.relay for d in top.domains.values() if d.relay}
+    out: list[tuple[Loc, str]] = []
+    if name not in relays:
+        out.append((loc, f"{name} is no domain's relay (set domains.DOMAIN.relay: {name}), so nobody relays through it"))
+    rf = host.relay_from
+    if not rf.hosts and not rf.segments:
+        out.append((loc, "name at least one host or segment that may relay"))
+    for i, other in enumerate(rf.hosts):
+        if other not in top.hosts:
+            out.append((loc + ("hosts", i), _unknown("host", other, top.hosts)))
+        elif top.hosts[other].kind == "router":
+            out.append((loc + ("hosts", i), f"{other} is a router with an address on every segment: name a segment"))
+        elif other in rf.hosts[:i]:
+            out.append((loc + ("hosts", i), f"host {other!r} is listed twice"))
+    for i, seg in enumerate(rf.segments):
+        if seg not in top.segments:
+            out.append((loc + ("segments", i), _unknown("segment", seg, top.segments)))
+        elif seg in rf.segments[:i]:
+            out.append((loc + ("segments", i), f"segment {seg!r} is listed twice"))
     return out

@@ -190,6 +190,9 @@ class Segment(Strict):
     subnet_v4: ipaddress.IPv4Network | None = None
     subnet_v6: ipaddress.IPv6Network | None = None
     description: str = ""
+    #: A router of the segment sends router advertisements for its IPv6 prefix (radvd;
+    #: autonomous, no default route). Hosts with ``privacy_addresses`` configure from them.
+    advertise: bool = False
 
     @field_validator("subnet_v4")
     @classmethod
@@ -257,6 +260,11 @@ class GaiConf(Strict):
 
     def entries(self) -> dict[str, list[tuple[str, int]]]:
         return {kind: [(e.prefix, e.value) for e in getattr(self, kind)] for kind in ("precedence", "label", "scopev4")}
+class RelayFrom(Strict):
+    """Who may relay through a submission relay: hosts' planned addresses (/32, /128), segments' prefixes."""
+
+    hosts: list[Name] = Field(default_factory=list)
+    segments: list[Name] = Field(default_factory=list)
 
 
 class Host(Strict):
@@ -277,6 +285,11 @@ class Host(Strict):
     description: str = ""
     #: glibc's /etc/gai.conf on this host (getaddrinfo's address-selection tables); None: the image's own.
     gai_conf: GaiConf | None = None
+    #: RFC 4941 temporary addresses from its segment's router advertisements
+    #: (use_tempaddr=2: connections leave from the temporary address).
+    privacy_addresses: bool = False
+    #: A submission relay's permitted clients, instead of every lab network.
+    relay_from: RelayFrom | None = None
 
     @field_validator("fqdn")
     @classmethod
@@ -743,6 +756,9 @@ class ClientCheck(Strict):
     #: The families of the resolver's answer, in order (``[ipv6, ipv4]``; ``[]``: no address).
     resolved: list[Literal["ipv4", "ipv6"]] | None = None
     resolver_error: str | None = None  # e.g. EAI_NONAME
+    #: The source address of the connection that worked: one of the client's
+    #: planned addresses, or one the lab did not plan (an RFC 4941 temporary address).
+    source: Literal["planned", "unplanned"] | None = None
 
     @field_validator("labels", mode="before", json_schema_input_type=dict[str, int | float | str | list[int | float | str]])
     @classmethod
@@ -1002,6 +1018,7 @@ __all__ = [
     "GaiEntry",
     "GaiScopeEntry",
     "GaiConf",
+    "RelayFrom",
     "Host",
     "Domain",
     "DnsRecord",

@@ -43,8 +43,8 @@ def test_model_and_plan_read_the_registry() -> None:
     assert model.SELF_STORING == ("postfix",)
     assert model.SUITES == registry.SUITES == ("bookworm", "trixie")
     assert {s: image_of(s) for s in ("linux", "testbed-dns", "swaks", "exim")} == {
-        "linux": "base", "testbed-dns": "dns", "swaks": "client", "exim": "exim"}
-    assert set(registry.images()) == {"base", "client", "dns", "dovecot", "exim", "postfix", "sendmail"}
+        "linux": "router", "testbed-dns": "dns", "swaks": "client", "exim": "exim"}
+    assert set(registry.images()) == {"client", "dns", "dovecot", "exim", "postfix", "router", "sendmail"}
 
 
 @pytest.mark.parametrize(("reply", "queue_id"), [

@@ -180,7 +180,7 @@ def test_a_host_image_may_come_from_another_suite(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     assert plan.suite == "bookworm"
     assert plan.hosts["c"].suite == "trixie" and plan.hosts["mail"].suite == "bookworm"
-    assert plan.image_suites == {"bookworm": {"base", "dns", "postfix"}, "trixie": {"client"}}
+    assert plan.image_suites == {"bookworm": {"router", "dns", "postfix"}, "trixie": {"client"}}
 
 
 def _result(sid: str, attempts: list[Attempt], ok: bool, resolved: list[str], labels=None) -> ClientResult:
