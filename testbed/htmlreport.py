@@ -25,20 +25,13 @@ import jinja2
 
 from . import graph
 from .bundle import BundleError, load_result
-from .report import tidy
+from .report import STATE_WORDS, tidy
 
 #: At most this many timeline rows in the page; the rest is in timeline.jsonl (the page says so).
 TIMELINE_LIMIT = 400
 REPORT_NAME = "report.html"
 MATRIX_REPORT_NAME = "matrix.html"
 
-_STATE_WORDS = {
-    "delivered": "delivered",
-    "returned": "not delivered; the bounce reached the sender",
-    "queued": "still queued",
-    "bounce-queued": "not delivered; the bounce is stuck in a queue",
-    "lost": "lost: not delivered and the sender was never told",
-}
 _OUTCOME_MARK = {"delivered": "✓", "relayed": "→", "deferred": "⏸", "queued": "⏸", "bounced": "✗", "expired": "✗",
                  "frozen": "❄", "discarded": "✗", "received": "?"}
 
@@ -111,7 +104,7 @@ def _messages(messages: Mapping[str, Any], timeline: list[dict[str, Any]]) -> li
         own = [t for t in timeline if t.get("message") == name or str(t.get("message") or "").startswith(name + " ")]
         out.append({
             "name": name, "recipients": ", ".join(hist.get("recipients") or []), "state": hist.get("state"),
-            "state_words": _STATE_WORDS.get(hist.get("state"), hist.get("state")),
+            "state_words": STATE_WORDS.get(hist.get("state"), hist.get("state")),
             "hops": _hops(hist),
             "bounces": [{"at": (d.get("hops") or [{}])[0].get("host", "?"),
                          "reached": d.get("state") == "delivered", "hops": _hops(d)} for d in hist.get("dsns") or []],
@@ -296,15 +289,18 @@ def render_html(run_dir: Path, timeline_limit: int = TIMELINE_LIMIT) -> tuple[st
     return _environment().get_template("run.html.j2").render(**ctx), warnings
 
 
-def write_report(run_dir: Path, timeline_limit: int = TIMELINE_LIMIT) -> tuple[Path, list[str]]:
-    """RUN_DIR/report.html, re-rendered from the run directory; (its path, warnings)."""
-    page, warnings = render_html(run_dir, timeline_limit)
-    target = run_dir / REPORT_NAME
+def _write(target: Path, page: str) -> Path:
     try:
         target.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise BundleError(f"cannot write {target}: {exc.strerror or exc}") from None
-    return target, warnings
+    return target
+
+
+def write_report(run_dir: Path, timeline_limit: int = TIMELINE_LIMIT) -> tuple[Path, list[str]]:
+    """RUN_DIR/report.html, re-rendered from the run directory; (its path, warnings)."""
+    page, warnings = render_html(run_dir, timeline_limit)
+    return _write(run_dir / REPORT_NAME, page), warnings
 
 
 # --- the matrix -----------------------------------------------------------------------
@@ -351,9 +347,4 @@ def render_matrix_html(matrix_dir: Path, cell_reports: bool = True) -> tuple[str
 
 def write_matrix_report(matrix_dir: Path, cell_reports: bool = True) -> tuple[Path, list[str]]:
     page, warnings = render_matrix_html(matrix_dir, cell_reports)
-    target = matrix_dir / MATRIX_REPORT_NAME
-    try:
-        target.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise BundleError(f"cannot write {target}: {exc.strerror or exc}") from None
-    return target, warnings
+    return _write(matrix_dir / MATRIX_REPORT_NAME, page), warnings

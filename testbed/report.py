@@ -36,7 +36,8 @@ _STATE_STYLE = {
     "bounce-queued": "bold yellow",
     "lost": "bold red",
 }
-_STATE_WORDS = {
+#: What a message's state means, in words (the HTML report says it the same way).
+STATE_WORDS = {
     "delivered": "delivered",
     "returned": "not delivered; the bounce reached the sender",
     "queued": "still queued",
@@ -72,7 +73,7 @@ def path_line(hist: History) -> Text:
 def _history_block(hist: History, indent: str = "") -> list[Text]:
     rcpts = ", ".join(hist.recipients)
     head = Text(f"{indent}{hist.name} → {rcpts}  ")
-    head.append(_STATE_WORDS.get(hist.state, hist.state), style=_STATE_STYLE.get(hist.state, ""))
+    head.append(STATE_WORDS.get(hist.state, hist.state), style=_STATE_STYLE.get(hist.state, ""))
     lines = [head, Text(indent) + path_line(hist)]
     for dsn in hist.dsns:
         where = dsn.hops[0].host if dsn.hops else "?"
