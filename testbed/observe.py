@@ -103,7 +103,7 @@ def versions(lab: LiveLab) -> dict[str, str]:
         except HostDown:
             continue
         if res.ok and res.stdout.strip():
-            found[host.software] = res.stdout.strip().splitlines()[0]
+            found[host.software] = adapter_for(host.software).parse_version(res.stdout)
     return found
 
 

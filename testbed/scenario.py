@@ -370,9 +370,7 @@ class ScenarioRunner:
         if host not in self._versions:
             cmd = adapter.version_command()
             out = self.lab.exec(host, cmd, timeout=20) if cmd else None
-            first = (out.stdout.strip().splitlines() or [""])[0] if out and out.ok else ""
-            # "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 ..." -> "curl 7.88.1"
-            self._versions[host] = first.split(" (")[0].strip()
+            self._versions[host] = adapter.parse_version(out.stdout) if out and out.ok else ""
         return self._versions[host]
 
     def fault(self, host: str, settings: dict[str, str], record: StepRecord) -> None:

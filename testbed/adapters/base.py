@@ -79,6 +79,10 @@ class HostAdapter:
         """Shell command printing the software's version (for reports and suite comparisons)."""
         return None
 
+    def parse_version(self, output: str) -> str:
+        """The version from ``version_command``'s output: its first line."""
+        return (output.strip().splitlines() or [""])[0].strip()
+
     # --- the service, as tb-init and scenario steps drive it -----------------------
 
     def service_files(self, host: HostPlan) -> list[RenderedFile]:

@@ -42,6 +42,10 @@ class CurlClient(ClientAdapter):
     def version_command(self) -> str:
         return "curl --version | head -n 1"
 
+    def parse_version(self, output: str) -> str:
+        # "curl 8.14.1 (x86_64-pc-linux-gnu) libcurl/8.14.1 OpenSSL/3.5.9 ..." -> "curl 8.14.1"
+        return super().parse_version(output).split(" (")[0]
+
     def client_command(self, request: ClientRequest) -> str:
         req = request
         check_request(self.software, req, self.actions, self.protocols)
