@@ -78,3 +78,11 @@ def test_mailbox_readers_share_one_signature() -> None:
     assert "doveadm search -u user@brainbird.nl" in doveadm
     swaks = adapter_for("swaks", ClientAdapter)
     assert swaks.last_reply("<~  250 2.0.0 Ok: queued as ABC\n<~  221 2.0.0 Bye\n") == "250 2.0.0 Ok: queued as ABC"
+
+
+def test_versions_are_read_by_each_adapter() -> None:
+    from testbed.adapters import adapter_for
+
+    curl = "curl 8.14.1 (x86_64-pc-linux-gnu) libcurl/8.14.1 OpenSSL/3.5.9 zlib/1.3.1\nRelease-Date: 2025-06-04\n"
+    assert adapter_for("curl").parse_version(curl) == "curl 8.14.1"
+    assert adapter_for("dovecot").parse_version("2.3.19.1 (9b53102964)\n") == "2.3.19.1 (9b53102964)"
