@@ -17,18 +17,6 @@ from typing import Any
 
 from .model import MessageExpect
 from .results import RunResult
-from .track import History
-
-
-def _decisive_lines(history: History | None, limit: int = 12) -> list[str]:
-    if history is None:
-        return []
-    out: list[str] = []
-    for hop in [*history.hops, *(h for d in history.dsns for h in d.hops)]:
-        for line in hop.evidence:
-            if line not in out:
-                out.append(line)
-    return out[-limit:]
 
 
 def _suite(result: RunResult) -> ET.Element:
@@ -55,7 +43,8 @@ def _suite(result: RunResult) -> ET.Element:
             counts["skipped"] += 1
         elif check.status == "fail":
             exp = plan.expectations[check.index]
-            lines = _decisive_lines(result.histories.get(exp.message)) if isinstance(exp, MessageExpect) else []
+            hist = result.histories.get(exp.message) if isinstance(exp, MessageExpect) else None
+            lines = hist.decisive_lines() if hist else []
             text = check.detail + ("\n\ndecisive log lines:\n" + "\n".join(lines) if lines else "")
             ET.SubElement(case, "failure", message=check.detail, type=check.kind).text = text
             counts["failures"] += 1

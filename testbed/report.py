@@ -16,7 +16,7 @@ from rich.text import Text
 
 from .clientrun import ClientResult
 from .results import RunResult
-from .track import History, Hop
+from .track import History
 
 _OUTCOME_STYLE = {
     "delivered": ("✓", "green"),
@@ -95,16 +95,6 @@ def tidy(line: str) -> str:
     return f"{host} {m['time']} {m['prog']}: {m['msg']}" if m else line
 
 
-def _evidence(hist: History, limit: int = 12) -> list[str]:
-    out: list[str] = []
-    hops: list[Hop] = list(hist.hops) + [h for d in hist.dsns for h in d.hops]
-    for hop in hops:
-        for line in hop.evidence:
-            if line not in out:
-                out.append(line)
-    return out[-limit:]
-
-
 def result_panel(result: RunResult) -> Panel:
     plan = result.plan
     software = sorted({h.software for h in plan.hosts.values() if h.kind == "mta"})
@@ -122,7 +112,7 @@ def result_panel(result: RunResult) -> Panel:
     for hist in result.histories.values():
         parts.append(Text(""))
         parts.extend(_history_block(hist))
-        evidence = _evidence(hist)
+        evidence = hist.decisive_lines()
         if evidence and hist.state != "delivered":
             parts.append(Text("   decisive log lines:", style="dim"))
             parts.extend(Text("     " + tidy(e), style="dim") for e in evidence)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .adapters.base import iso_epoch
 from .clientrun import ClientResult
 from .events import MailEvent, ServerConnection
 from .track import History
@@ -48,15 +49,14 @@ class Entry:
 
 def log_time(text: str, year: int) -> float | None:
     """Epoch seconds of an MTA log time: ISO (Sendmail), "YYYY-MM-DD HH:MM:SS.fff" (Exim), "Dec 02 06:03:17" (Postfix)."""
-    text = text.strip()
+    epoch = iso_epoch(text.strip())
+    if epoch is not None:
+        return epoch
     try:
-        t = datetime.fromisoformat(text.replace(" ", "T", 1))
+        t = datetime.strptime(f"{year} {' '.join(text.split())}", "%Y %b %d %H:%M:%S")
     except ValueError:
-        try:
-            t = datetime.strptime(f"{year} {' '.join(text.split())}", "%Y %b %d %H:%M:%S")
-        except ValueError:
-            return None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+        return None
+    return t.replace(tzinfo=timezone.utc).timestamp()
 
 
 def _resolution(text: str) -> int | None:

@@ -83,6 +83,15 @@ class History:
     def queued_at(self) -> list[str]:
         return [h.host for h in self.hops if h.in_queue]
 
+    def decisive_lines(self, limit: int = 12) -> list[str]:
+        """The log lines that decided its fate and its bounces' (each once, the last ``limit``)."""
+        out: list[str] = []
+        for hop in [*self.hops, *(h for d in self.dsns for h in d.hops)]:
+            for line in hop.evidence:
+                if line not in out:
+                    out.append(line)
+        return out[-limit:]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -217,22 +217,13 @@ class GaiEntry(Strict):
     prefix: str
     value: Annotated[int, Field(strict=True)]
 
-    @field_validator("prefix")
+    @field_validator("prefix", "value")
     @classmethod
-    def _prefix(cls, value: str) -> str:
-        from ..gaiconf import prefix_problem
+    def _gai_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        from .. import gaiconf
 
-        problem = prefix_problem(cls._kind, value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, value: int) -> int:
-        from ..gaiconf import value_problem
-
-        problem = value_problem(cls._kind, value)
+        check = gaiconf.prefix_problem if info.field_name == "prefix" else gaiconf.value_problem
+        problem = check(cls._kind, value)
         if problem:
             raise ValueError(problem)
         return value
