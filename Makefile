@@ -28,9 +28,10 @@ venv: $(STAMP)
 #   debootstrap      builds the Debian base image where no registry is reachable
 #                    (with a registry, testbed/debian is pulled and needs neither);
 #   docker-registry  the stand-in registry the pull-path integration test serves on loopback;
+#   tshark           the integration tests read the lab's packet captures with Wireshark's reader;
 #   graphviz         `dot` draws the topology (testbed graph, report.html);
 #   chromium         the unit test that opens report.html in a headless browser.
-HOST_TOOLS := debootstrap:/usr/sbin/debootstrap docker-registry:/usr/bin/docker-registry \
+HOST_TOOLS := debootstrap:/usr/sbin/debootstrap docker-registry:/usr/bin/docker-registry tshark:/usr/bin/tshark \
               graphviz:/usr/bin/dot chromium:/usr/bin/chromium
 
 host-tools:
@@ -41,7 +42,7 @@ host-tools:
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "note: missing$$missing (apt-get install$$missing): debootstrap builds the base image where no registry is reachable; docker-registry is needed by the integration tests; graphviz draws topologies; chromium is needed by the report test"; \
+	  echo "note: missing$$missing (apt-get install$$missing): debootstrap builds the base image where no registry is reachable; docker-registry and tshark are needed by the integration tests; graphviz draws topologies; chromium is needed by the report test"; \
 	fi
 
 images: $(STAMP) host-tools

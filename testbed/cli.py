@@ -361,7 +361,7 @@ def images(suite: str, build: bool, rebuild: bool, base_source: str | None, debi
 
 
 def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: str | None,
-         as_json: bool, keep: bool, runs: str | None, junit: str | None = None) -> None:
+         as_json: bool, keep: bool, runs: str | None, junit: str | None = None, capture: bool = True) -> None:
     from . import fabric
     from .report import print_results
     from .runner import RunOptions, ensure_images_for, plan_runs, run_plans
@@ -371,7 +371,7 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     plans = plan_runs(client, topologies, suite)
     with ProgressView(console) as view:
         image_ids = ensure_images_for(plans, progress=view.image)
-        options = RunOptions(keep=keep, suite=suite, progress=view.lab)
+        options = RunOptions(keep=keep, suite=suite, progress=view.lab, capture=capture)
         if runs:
             options.runs_root = Path(runs)
         results = run_plans(client, plans, options, image_ids)
@@ -388,7 +388,11 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
 
 
+_CAPTURE_HELP = "Capture every segment's packets into RUN_DIR/captures (default: on; see docs/evidence.md)."
+
+
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--capture/--no-capture", default=True, show_default=True, help=_CAPTURE_HELP)(fn)
     fn = click.option("--junit", type=click.Path(dir_okay=False, writable=True),
                       help="Also write JUnit XML here (a test case per expectation), for CI.")(fn)
     fn = click.option("--runs", type=click.Path(file_okay=False), help="Where run directories go (default ./runs).")(fn)
@@ -404,25 +408,25 @@ def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @_run_options
 @_guard
 def run(topology: str, variants: tuple[str, ...], all_variants: bool, sets, mta, suite, as_json, keep, runs,
-        junit) -> None:
+        junit, capture) -> None:
     """Bring a topology's lab up, run its scenario, check its expectations, tear it down."""
     path = _topology_path(topology)
     names = variant_names(load_yaml(path).data)
     chosen = names if all_variants else list(variants) or [names[0]]
     overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
-    _run([(path, v) for v in chosen], lambda p: overrides, suite, as_json, keep, runs, junit)
+    _run([(path, v) for v in chosen], lambda p: overrides, suite, as_json, keep, runs, junit, capture)
 
 
 @main.command()
 @click.argument("name")
 @_run_options
 @_guard
-def reproduce(name: str, sets, mta, suite, as_json, keep, runs, junit) -> None:
+def reproduce(name: str, sets, mta, suite, as_json, keep, runs, junit, capture) -> None:
     """Run every variant of a study reproduction (e.g. mx-routing), broken and fixed."""
     path = _topology_path(name)
     names = variant_names(load_yaml(path).data)
     overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
-    _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs, junit)
+    _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs, junit, capture)
 
 
 @main.command()
@@ -433,8 +437,9 @@ def reproduce(name: str, sets, mta, suite, as_json, keep, runs, junit) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where matrix.md/.json go (default: runs/matrix-TIME).")
 @click.option("--junit", type=click.Path(dir_okay=False, writable=True),
               help="Also write JUnit XML here (a test case per cell), for CI.")
+@click.option("--capture/--no-capture", default=True, show_default=True, help=_CAPTURE_HELP)
 @_guard
-def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit: str | None) -> None:
+def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit: str | None, capture: bool) -> None:
     """Run every reproduction with every MTA (and mixed assignments); write an outcomes table."""
     import time
 
@@ -453,7 +458,7 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit
 
         run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
                          list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
-                         on_row=report, image_progress=view.image)
+                         on_row=report, image_progress=view.image, capture=capture)
     if junit:
         from .junit import matrix_xml
 

@@ -27,6 +27,7 @@ import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool, Mount
 
+from . import capture
 from .adapters import RenderedFile
 from .errors import DockerUnavailable, HostDown, LabError
 from .labapi import ExecResult
@@ -507,6 +508,76 @@ class Lab:
                     ipv4_address=str(iface.docker_ipv4) if iface.docker_ipv4 else None,
                     ipv6_address=str(iface.docker_ipv6) if iface.docker_ipv6 else None,
                 )
+
+    # --- packet capture ---------------------------------------------------------------
+
+    @property
+    def capture_container(self) -> str:
+        # A "." is not allowed in a host name, so no lab host can take this name.
+        return f"tb-{self.plan.run_id}.capture"
+
+    def start_capture(self) -> None:
+        """The capture sidecar (capture.py): a tcpdump per segment bridge; return once all listen."""
+        self.check_cancel()
+        api = self.client.api
+        dns = self.plan.hosts[self.plan.dns_server]
+        script = capture.sidecar_script(capture.segment_captures(self.plan))
+        try:
+            created = api.create_container(
+                image=self.images.get((dns.suite, dns.image), f"testbed/{dns.image}:{dns.suite}"),
+                name=self.capture_container,
+                entrypoint=[],
+                command=["sh", "-c", script],
+                labels={**self.plan.labels, LABEL_KIND: "capture"},
+                host_config=api.create_host_config(
+                    init=True, network_mode="host", cap_add=["NET_RAW", "NET_ADMIN"],
+                    mem_limit=CONTAINER_MEMORY, pids_limit=CONTAINER_PIDS,
+                ),
+                detach=True,
+            )
+            api.start(created["Id"])
+            for line in _lines(self._streams.api.logs(created["Id"], stream=True, follow=True)):
+                if line == capture.READY_LINE:
+                    self.progress(f"capturing on {len(self.plan.segments)} segments")
+                    return
+        except (docker.errors.DockerException, OSError) as exc:
+            raise LabError(f"cannot start the packet capture: {getattr(exc, 'explanation', None) or exc}") from None
+        raise LabError(f"the packet capture did not start:\n{self._capture_log()}")
+
+    def _capture_log(self) -> str:
+        try:
+            return self.client.api.logs(self.capture_container, tail=30).decode("utf-8", "replace").strip()
+        except docker.errors.APIError as exc:
+            return str(exc.explanation or exc)
+
+    def collect_captures(self, dest: Path) -> list[capture.CaptureFile]:
+        """Stop every tcpdump (each closes its file) and copy the captures into ``dest``/captures."""
+        api = self.client.api
+        name = self.capture_container
+        try:
+            api.inspect_container(name)
+        except docker.errors.NotFound:
+            return []
+        with contextlib.suppress(docker.errors.APIError):
+            ex = api.exec_create(name, ["sh", "-c", capture.STOP_COMMAND])
+            api.exec_start(ex["Id"])
+        try:
+            api.wait(name, timeout=20)
+            stream, _ = api.get_archive(name, capture.CAPTURE_DIR)
+            archive = tarfile.open(fileobj=io.BytesIO(b"".join(stream)))
+        except (docker.errors.DockerException, OSError, tarfile.TarError) as exc:
+            raise LabError(f"cannot copy the packet captures: {getattr(exc, 'explanation', None) or exc}") from None
+        files = {Path(m.name).name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+        out = []
+        (dest / "captures").mkdir(parents=True, exist_ok=True)
+        for seg in capture.segment_captures(self.plan):
+            data = files.get(Path(seg.sidecar_path).name)
+            if data is None:
+                continue
+            (dest / seg.file).write_bytes(data)
+            counts = capture.tcpdump_counts(files.get(Path(seg.sidecar_err).name, b"").decode("utf-8", "replace"))
+            out.append(capture.CaptureFile(seg.segment, seg.family, seg.file, len(data), **counts))
+        return out
 
     # --- readiness, exec, files -------------------------------------------------
 

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .adapters import RenderedFile
+    from .capture import CaptureFile
     from .plan import IPNetwork, LabPlan
 
 
@@ -67,6 +70,14 @@ class ManagedLab(LiveLab, Protocol):
 
     def up(self, files: dict[str, list[RenderedFile]], data_dirs: dict[str, tuple[str, ...]] | None = None) -> None:
         """Create and start every host on the networks; return when all are ready."""
+        ...
+
+    def start_capture(self) -> None:
+        """Start capturing on every segment (after the networks exist); return once it captures."""
+        ...
+
+    def collect_captures(self, dest: Path) -> list[CaptureFile]:
+        """Stop capturing; the captures are then in ``dest``/captures (none if it never started)."""
         ...
 
     def cancel(self) -> None: ...

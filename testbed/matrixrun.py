@@ -44,12 +44,13 @@ def run_matrix(
     target: Path,
     on_row: RowProgress = lambda *_: None,
     image_progress: Progress = lambda _label, _message: None,
+    capture: bool = True,
 ) -> MatrixRun:
     spec_model = mx.load_spec(spec, topologies)
     todo = mx.cells(spec_model, topologies, list(suites), list(mtas) if mtas else None)
     client = fabric.connect()
     target.mkdir(parents=True, exist_ok=True)
-    options = RunOptions(runs_root=target / "runs", progress=lambda label, msg: None)
+    options = RunOptions(runs_root=target / "runs", progress=lambda label, msg: None, capture=capture)
     topos = [mx.topology_for(c, topologies) for c in todo]
     image_ids = ensure_images_for_topologies([(t, t.suite) for t in topos], progress=image_progress)
     plans = plan_runs(client, topos)  # all at once: every lab gets its own subnets

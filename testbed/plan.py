@@ -323,6 +323,10 @@ class LabPlan:
     #: How each mailbox of the topology is read after the scenario.
     mailboxes: tuple[MailboxReader, ...] = ()
 
+    def hosts_by_address(self) -> dict[str, str]:
+        """Every planned lab address (as text) -> the host that holds it."""
+        return {str(a): h.name for h in self.hosts.values() for a in h.addresses()}
+
     # What the later stages need of the topology; they read it here, never the topology itself.
 
     @property

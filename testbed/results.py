@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capture import CaptureFile
 from .clientrun import ClientResult
 from .plan import LabPlan
 from .rundir import RunDir
@@ -29,6 +30,7 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)  # software -> version seen in the lab
     clients: dict[str, ClientResult] = field(default_factory=dict)  # client step id -> what it did
     engine: str = ""  # "Docker 20.10.24+dfsg1 (API 1.41)"
+    captures: list[CaptureFile] = field(default_factory=list)  # one pcap per segment (capture.py)
 
     @property
     def label(self) -> str:
@@ -56,6 +58,7 @@ class RunResult:
             "expectations": [c.to_dict() for c in self.checks],
             "messages": {k: h.to_dict() for k, h in self.histories.items()},
             "clients": {k: c.to_dict() for k, c in self.clients.items()},
+            "captures": [c.to_dict() for c in self.captures],
             "steps": self.steps,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "run_dir": str(self.run_dir.path),

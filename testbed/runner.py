@@ -26,7 +26,8 @@ import docker
 import docker.errors
 from pydantic import BaseModel
 
-from . import fabric, observe, serverside, timeline
+from . import fabric, observe, pcapread, serverside, timeline
+from .capture import CaptureFile
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
@@ -57,6 +58,8 @@ class RunOptions:
     progress: Progress = _quiet
     #: The engine's version, as each result records it (run_plans asks the engine once).
     engine: str = ""
+    #: A pcap per segment in RUN_DIR/captures (capture.py), read into the timeline.
+    capture: bool = True
 
 
 def new_run_id() -> str:
@@ -172,7 +175,17 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
         write_tree(files, run_dir.path / "config")
         run_dir.write_json("plan.json", plan_to_dict(plan))
         progress(f"bringing up {len(plan.hosts)} containers on {len(plan.segments)} segments")
-        lab.up(files, {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()})
+        data_dirs = {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()}
+        if options.capture:
+            # The sidecar starts while the hosts do; both are ready before the first step.
+            with ThreadPoolExecutor(max_workers=1) as side:
+                capturing = side.submit(lab.start_capture)
+                try:
+                    lab.up(files, data_dirs)
+                finally:
+                    capturing.result()
+        else:
+            lab.up(files, data_dirs)
         result.timings["bring_up"] = time.monotonic() - t
         t = time.monotonic()
         runner = ScenarioRunner(lab, run_dir, progress=progress)
@@ -233,6 +246,9 @@ def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
 def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
     """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
     plan = lab.plan
+    # The capture first: what follows (reading mailboxes over IMAP) is the testbed's, not the scenario's.
+    result.captures = lab.collect_captures(run_dir.path)
+    connections_seen = capture_connections(run_dir, result.captures)
     # One kind of evidence after the other (each is read from every host at once):
     # reading them all at once as well was tried, and more execs at a time make
     # docker-py's exec streams lose their framing under load ("79 is not a valid
@@ -265,7 +281,9 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
     result.versions = observe.versions(lab)
     dns_queries = observe.parse_query_log(dns_log)
     entries = timeline.build([r.to_dict() for r in runner.records], dns_queries, runner.clients.values(),
-                             connections, events, result.histories, plan.dns_server, time.gmtime().tm_year)
+                             connections, events, result.histories, plan.dns_server, time.gmtime().tm_year,
+                             captured=connections_seen, message_ids=runner.message_ids,
+                             hosts_by_address=plan.hosts_by_address())
     run_dir.write_text("timeline.jsonl", timeline.jsonl(entries))
     if not verdict:
         return
@@ -280,6 +298,18 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         connections=connections,
     )
     result.checks = evaluate(plan, obs)
+
+
+def capture_connections(run_dir: RunDir, captures: Sequence[CaptureFile]) -> list[pcapread.SeenConnection]:
+    """The TCP connections of every segment's capture, each once; written to captures/connections.jsonl."""
+    readings = {}
+    for cap in captures:
+        with open(run_dir.path / cap.file, "rb") as f:
+            readings[cap.segment] = pcapread.read_capture(f)
+    seen = pcapread.merge_segments(readings)
+    if captures:
+        run_dir.write_text("captures/connections.jsonl", "".join(json.dumps(c.to_dict()) + "\n" for c in seen))
+    return seen
 
 
 def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:

@@ -2,14 +2,15 @@
 connections and MTA log events, in time order (pure: the run's evidence in, entries out).
 
 Every entry has an epoch time ``t`` and says where it comes from (``source``:
-step, dns, client, server, mta); MTA events and the client attempts carry the
-message they belong to where the tracker linked them (``message``). Written to
+step, dns, client, capture, server, mta); MTA events carry the message they
+belong to where the tracker linked them, and the SMTP sessions seen in the
+captures the message whose Message-ID they carried (``message``). Written to
 ``timeline.jsonl`` in the run directory.
 
 Times come from different clocks of one machine (the containers share the
 host's kernel clock), at different resolutions: Postfix's log has whole
 seconds and no year (the run's year is assumed), Exim milliseconds, Sendmail
-and the DNS server microseconds. Entries of equal time keep the order above.
+and the DNS server and the captures microseconds. Entries of equal time keep the order above.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from typing import Any
 from .adapters.base import iso_epoch
 from .clientrun import ClientResult
 from .events import MailEvent, ServerConnection
+from .pcapread import SeenConnection, summary
 from .track import History
 
-_SOURCES = ("step", "dns", "client", "server", "mta")
+_SOURCES = ("step", "dns", "client", "capture", "server", "mta")
 _FRACTION = re.compile(r"\d\d:\d\d:\d\d[.,]\d")
 
 
 @dataclass(frozen=True)
 class Entry:
     t: float
-    source: str  # step | dns | client | server | mta
+    source: str  # step | dns | client | capture | server | mta
     host: str
     text: str
     message: str | None = None
@@ -83,8 +85,20 @@ def build(
     histories: Mapping[str, History],
     dns_host: str,
     year: int,
+    captured: Iterable[SeenConnection] = (),
+    message_ids: Mapping[str, str] | None = None,
+    hosts_by_address: Mapping[str, str] | None = None,
 ) -> list[Entry]:
     out: list[Entry] = []
+    names = {mid: name for name, mid in (message_ids or {}).items()}
+    where = hosts_by_address or {}
+    for seen in captured:
+        c = seen.connection
+        message = next((names[m] for m in c.message_ids if m in names), None)
+        if message and c.report:
+            message = f"{message} bounce"
+        text = f"{summary(c)} (seen on {', '.join(seen.segments)})"
+        out.append(Entry(c.started, "capture", where.get(c.client, c.client), text, message))
     for step in steps:
         if step.get("started_at"):
             out.append(Entry(float(step["started_at"]), "step", "", f"step {step['index'] + 1}: {step['summary']}"))

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.adapters import RenderedFile
+from testbed.capture import CaptureFile, segment_captures
 from testbed.errors import HostDown, LabError
 from testbed.labapi import ExecResult
 from testbed.plan import LabPlan
@@ -56,6 +57,8 @@ class FakeLab:
         self._replies: dict[str, list[_Reply]] = {}
         self._failing: dict[str, list[tuple[str, ExecResult]]] = {}
         self._cancelled = False
+        #: Recorded pcaps by segment, handed out by collect_captures.
+        self.captures: dict[str, bytes] = {}
         self._seq = itertools.count()
         self._bin = root / ".bin"
         self._bin.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,19 @@ class FakeLab:
         for host, rendered in files.items():
             for f in rendered:
                 self.put(host, f.path, f.content)
+
+    def start_capture(self) -> None:
+        self.events.append("capture")
+
+    def collect_captures(self, dest: Path) -> list[CaptureFile]:
+        """The recorded captures (``self.captures``: segment -> pcap bytes) as the sidecar would leave them."""
+        out = []
+        for seg in segment_captures(self.plan):
+            if seg.segment in self.captures:
+                (dest / "captures").mkdir(parents=True, exist_ok=True)
+                (dest / seg.file).write_bytes(self.captures[seg.segment])
+                out.append(CaptureFile(seg.segment, seg.family, seg.file, len(self.captures[seg.segment])))
+        return out
 
     def cancel(self) -> None:
         self._cancelled = True
