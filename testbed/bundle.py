@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TestbedError
+from .resultschema import version_problem
 
 #: What a run directory holds, in the order a reader needs it.
 FILES = (
@@ -43,6 +44,7 @@ class BundleError(TestbedError):
 
 
 def load_result(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/result.json as written, of this testbed's schema version or older (BundleError otherwise)."""
     path = run_dir / "result.json"
     if not run_dir.is_dir():
         raise BundleError(f"{run_dir} is not a directory")
@@ -54,6 +56,10 @@ def load_result(run_dir: Path) -> dict[str, Any]:
         raise BundleError(f"{path}: cannot be read as JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: not a testbed result (expected a JSON object)")
+    # Only the version is checked: older files lack keys added since, and readers take them as they are.
+    problem = version_problem(data, str(path))
+    if problem:
+        raise BundleError(problem)
     return data
 
 

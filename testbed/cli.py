@@ -133,18 +133,25 @@ def validate(files: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["topology"]))
+@click.argument("what", type=click.Choice(["topology", "result", "matrix"]))
 @_guard
 def schema(what: str) -> None:
-    """Print a JSON Schema: `topology` is the topology file's, for editors.
+    """Print a JSON Schema: `topology` (the topology file's), `result` (result.json's), `matrix` (matrix.json's).
 
-    With yaml-language-server (VS Code's YAML extension, Neovim, Helix), save it
-    and put `# yaml-language-server: $schema=topology.schema.json` on a
-    topology's first line.
+    With yaml-language-server (VS Code's YAML extension, Neovim, Helix), save the
+    topology's and put `# yaml-language-server: $schema=topology.schema.json` on a
+    topology's first line. The result and matrix schemas describe the files a run
+    writes, for scripts that read them; docs/schemas/ holds all three.
     """
-    from .model import topology_json_schema
+    click.echo(json.dumps(json_schema(what), indent=2))
 
-    click.echo(json.dumps(topology_json_schema(), indent=2))
+
+def json_schema(what: str) -> dict[str, Any]:
+    """The JSON Schema `testbed schema WHAT` prints (and docs/schemas/WHAT.schema.json holds)."""
+    from .model import topology_json_schema
+    from .resultschema import matrix_json_schema, result_json_schema
+
+    return {"topology": topology_json_schema, "result": result_json_schema, "matrix": matrix_json_schema}[what]()
 
 
 @main.command()
@@ -242,7 +249,8 @@ def report(run_dir: Path, timeline_rows: int | None) -> None:
         try:
             load_result(run_dir)
         except BundleError as exc:
-            raise click.BadParameter(f"{exc}; or a matrix directory (with matrix.json)", param_hint="RUN_DIR") from None
+            hint = "" if (run_dir / "result.json").is_file() else "; or a matrix directory (with matrix.json)"
+            raise click.BadParameter(f"{exc}{hint}", param_hint="RUN_DIR") from None
         target, warnings = write_report(run_dir, TIMELINE_LIMIT if timeline_rows is None else timeline_rows)
     for warning in warnings:
         console.print(f"note: {warning}", style="yellow", markup=False, highlight=False)
@@ -380,7 +388,8 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
 
         Path(junit).write_text(results_xml(results), encoding="utf-8")
     if as_json:
-        out.print_json(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
+        docs = [r.document() for r in results]  # what each result.json holds, schema_version included
+        out.print_json(json.dumps(docs if len(docs) > 1 else docs[0]))
     else:
         print_results(results, out)
     if any(r.error for r in results):

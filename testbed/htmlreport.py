@@ -26,6 +26,7 @@ import jinja2
 from . import graph
 from .bundle import BundleError, load_result
 from .report import STATE_WORDS, tidy
+from .resultschema import version_problem
 
 #: At most this many timeline rows in the page; the rest is in timeline.jsonl (the page says so).
 TIMELINE_LIMIT = 400
@@ -320,6 +321,9 @@ def render_matrix_html(matrix_dir: Path, cell_reports: bool = True) -> tuple[str
     data = _read_json(matrix_dir / "matrix.json")
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise BundleError(f"{matrix_dir / 'matrix.json'}: not a testbed matrix (expected an object with rows)")
+    problem = version_problem(data, str(matrix_dir / "matrix.json"))
+    if problem:
+        raise BundleError(problem)
     warnings: list[str] = []
     rows = []
     for row in data["rows"]:

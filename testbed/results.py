@@ -12,6 +12,7 @@ from typing import Any
 from .capture import CaptureFile
 from .clientrun import ClientResult
 from .plan import LabPlan
+from .resultschema import result_document
 from .rundir import RunDir
 from .track import History
 from .verdict import Check
@@ -64,6 +65,13 @@ class RunResult:
             "run_dir": str(self.run_dir.path),
             "kept": self.kept,
         }
+
+    def document(self) -> dict[str, Any]:
+        """result.json's content: ``to_dict()`` checked against ``resultschema.RunResultDoc``, with its version.
+
+        A shape the model does not describe raises (pydantic's ValidationError): a bug, caught by the tests.
+        """
+        return result_document(self.to_dict())
 
 
 #: What a hop says about the outcome; its queue id, address, reply text and log lines

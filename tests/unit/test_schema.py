@@ -1,4 +1,7 @@
-"""`testbed schema topology`: the JSON Schema editors use accepts every bundled topology and refuses bad keys."""
+"""`testbed schema topology`: the JSON Schema editors use accepts every bundled topology and refuses bad keys.
+
+And docs/schemas/ publishes it beside result.json's and matrix.json's (test_resultschema.py), as printed.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from testbed.cli import main
 from testbed.model import topology_json_schema
 from testbed.source import load_yaml
 
-TOPOLOGIES = sorted((Path(__file__).parents[2] / "topologies").rglob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGIES = sorted((REPO / "topologies").rglob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +53,13 @@ def test_the_cli_prints_it() -> None:
     result = CliRunner().invoke(main, ["schema", "topology"])
     assert result.exit_code == 0
     assert json.loads(result.output)["$schema"].endswith("2020-12/schema")
+
+
+@pytest.mark.parametrize("what", ["topology", "result", "matrix"])
+def test_the_published_schemas_are_up_to_date(what: str) -> None:
+    printed = CliRunner().invoke(main, ["schema", what])
+    assert printed.exit_code == 0, printed.output
+    published = REPO / "docs" / "schemas" / f"{what}.schema.json"
+    assert published.is_file() and published.read_text() == printed.output, (
+        f"{published.relative_to(REPO)} is out of date with the models; regenerate it with "
+        f"`testbed schema {what} > docs/schemas/{what}.schema.json`")
