@@ -27,7 +27,11 @@ FILES = (
     ("plan.json", "the lab as planned: segments, addresses, routes, DNS zones, each host's software and stack"),
     ("config/HOST/...", "every file the testbed rendered into each container (MTA configuration, net.sh, ...)"),
     ("logs/HOST/mail.log", "each MTA's own log; logs/HOST/container.log: the container's output (tb-init)"),
-    ("timeline.jsonl", "steps, DNS queries, client attempts, server connections and MTA events in one time order"),
+    ("timeline.jsonl", "steps, DNS queries, client attempts, captured connections and SMTP sessions, server "
+                       "connections and MTA events in one time order"),
+    ("captures/SEGMENT.pcap", "every packet of the lab's own addresses on that segment (open it in Wireshark, or "
+                              "`tshark -r captures/SEGMENT.pcap -Y smtp`); captures/connections.jsonl: each TCP "
+                              "connection in them once, with its SMTP commands and replies"),
     ("events.jsonl", "the MTA log lines the testbed understood, normalised (received, relayed, bounced, ...)"),
     ("connections.jsonl", "every client connection the MTAs' logs show (client address and port)"),
     ("dns-queries.jsonl", "every query the lab DNS server answered: client, name, type, answer, rule, delay"),

@@ -397,7 +397,7 @@ def _run(paths_variants: list[tuple[Path, str | None]], overrides_for, suite: st
     sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
 
 
-_CAPTURE_HELP = "Capture every segment's packets into RUN_DIR/captures (default: on; see docs/evidence.md)."
+_CAPTURE_HELP = "Capture every segment's packets into RUN_DIR/captures/SEGMENT.pcap (README: Packet captures)."
 
 
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -198,7 +198,8 @@ def _files(run_dir: Path) -> list[dict[str, Any]]:
                                       "connections.jsonl", "dns-queries.jsonl", "mailboxes.json"]),
         ("MTA and container logs", sorted(str(p.relative_to(run_dir)) for p in (run_dir / "logs").rglob("*")
                                           if p.is_file())),
-        ("packet captures", sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.pcap*") if p.is_file())),
+        ("packet captures", sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.pcap*") if p.is_file())
+         + ["captures/connections.jsonl"]),
         ("client steps", sorted(str(p.relative_to(run_dir)) for p in (run_dir / "clients").glob("*") if p.is_file())),
         ("submissions and queues", sorted(str(p.relative_to(run_dir)) for d in ("sends", "queues")
                                           for p in (run_dir / d).glob("*") if p.is_file())),

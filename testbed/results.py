@@ -59,11 +59,11 @@ class RunResult:
             "expectations": [c.to_dict() for c in self.checks],
             "messages": {k: h.to_dict() for k, h in self.histories.items()},
             "clients": {k: c.to_dict() for k, c in self.clients.items()},
-            "captures": [c.to_dict() for c in self.captures],
             "steps": self.steps,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "run_dir": str(self.run_dir.path),
             "kept": self.kept,
+            "captures": [c.to_dict() for c in self.captures],
         }
 
     def document(self) -> dict[str, Any]:

@@ -216,13 +216,14 @@ class Timings(Closed):
 
 
 class Capture(Closed):
-    """One packet capture file of the run."""
+    """One segment's packet capture (pcap, readable by tshark and Wireshark), with tcpdump's counts."""
 
-    segment: str = Field(description="the segment captured on")
-    family: Family = Field(description="the family captured")
-    file: str = Field(description="the capture file, relative to the run directory")
-    packets: int = Field(description="packets in the file")
+    segment: str = Field(description="the segment captured on (on its Linux bridge)")
+    family: Literal["ipv4", "ipv6", "dual"] = Field(description="the segment's family")
+    file: str = Field(description="the capture file, relative to the run directory (captures/SEGMENT.pcap)")
     bytes: int = Field(description="the file's size")
+    captured: int | None = Field(None, description="packets tcpdump wrote (absent: it reported no count)")
+    dropped: int | None = Field(None, description="packets the kernel dropped before tcpdump read them")
 
 
 class RunResultDoc(Open):
