@@ -54,7 +54,7 @@ def clean(client: docker.DockerClient, order: list[str], suite: str) -> None:
                     print(f"kept {ref}: {exc.explanation}")
 
 
-def cold_builds(order: list[str], suite: str, images_dir: Path, verbose: bool) -> dict[str, dict]:
+def cold_builds(order: list[str], suite: str, images_dir: Path | None, verbose: bool) -> dict[str, dict]:
     """ensure_images one image at a time (parents first) so each build is timed alone."""
     results = {}
     for name in order:
@@ -72,7 +72,7 @@ def cold_builds(order: list[str], suite: str, images_dir: Path, verbose: bool) -
     return results
 
 
-def noop_runs(suite: str, images_dir: Path, runs: int) -> list[float]:
+def noop_runs(suite: str, images_dir: Path | None, runs: int) -> list[float]:
     """Full ensure_images(None) calls, client creation included, as the CLI would do them."""
     times = []
     for _ in range(runs):
@@ -102,13 +102,13 @@ def main() -> int:
     ap.add_argument("--clean", action="store_true", help="delete the suite's testbed/* images first")
     ap.add_argument("--noop-runs", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="run a check command in every image")
-    ap.add_argument("--images-dir", type=Path, default=N.default_images_dir())
+    ap.add_argument("--images-dir", type=Path, help="another images/ directory (default: the bundled recipes)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream full build logs")
     args = ap.parse_args()
 
     client = I.docker_client()
-    order = R.resolve_order(R.discover_images(args.images_dir))
+    order = R.resolve_order(R.discover_images(args.images_dir) if args.images_dir else R.bundled_recipes())
     report: dict[str, dict] = {}
     ok = True
     for suite in args.suite or [N.DEFAULT_SUITE]:

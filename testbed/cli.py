@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, gaiconf
+from . import __version__, gaiconf, resources
 from .errors import TestbedError, TopologyError
 from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
 from .progressview import ProgressView
@@ -40,8 +40,6 @@ out = Console(width=_WIDTH)
 _plain = ProgressView(console, live=False)
 _progress = _plain.lab
 _image_progress = _plain.image
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,10 +97,10 @@ def _topology_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
-    candidate = REPO_ROOT / "topologies" / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(p.stem for p in (REPO_ROOT / "topologies").glob("*.yaml"))
+    bundled = resources.bundled_topology(name_or_path)
+    if bundled:
+        return bundled
+    known = resources.topology_names()
     raise click.BadParameter(f"no topology {name_or_path!r}{did_you_mean(name_or_path, known)}; "
                              f"known: {', '.join(known)}", param_hint="TOPOLOGY")
 
@@ -455,7 +453,7 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit
     from .matrixrun import run_matrix
     from .rundir import runs_root
 
-    topologies = REPO_ROOT / "topologies"
+    topologies = resources.topologies_dir()
     target = Path(out_dir) if out_dir else runs_root() / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
 
     with ProgressView(console) as view:
@@ -465,7 +463,7 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit
             view.cell(done, total, f"[{done}/{total}] {cell.scenario}/{cell.variant} {cell.suite} {cell.label}: "
                                    f"{row['state']} {mark} ({row['expectations']})", row["as_expected"])
 
-        run = run_matrix(Path(spec) if spec else topologies / "matrices" / "default.yaml", topologies,
+        run = run_matrix(Path(spec) if spec else resources.default_matrix_spec(), topologies,
                          list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
                          on_row=report, image_progress=view.image, capture=capture)
     if junit:

@@ -32,8 +32,9 @@ from typing import Any
 import docker
 import docker.errors
 
+from . import resources
 from .errors import LabError
-from .imagenames import SUITES, default_images_dir, image_tag
+from .imagenames import SUITES, image_tag
 from .images import LABEL_IMAGE, LABEL_SUITE, ensure_images
 
 LABEL_ENGINE = "testbed.engine"  # the engine's name, on its container and volume
@@ -70,7 +71,7 @@ class NestedEngine:
 
 def engine_images_dir() -> Path:
     """``images/nested/``: the engine's recipe, apart from the lab images."""
-    return default_images_dir() / "nested"
+    return resources.images_dir() / "nested"
 
 
 def _socket_root() -> Path:

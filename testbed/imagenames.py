@@ -12,7 +12,6 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from .adapters.registry import SUITES  # the adapters are the source
 from .errors import TestbedError
@@ -71,12 +70,6 @@ def image_prefix() -> str:
 def image_tag(name: str, suite: str) -> str:
     """``testbed/<name>:<suite>``: the suite is the tag so both suites coexist."""
     return f"{image_prefix()}/{name}:{suite}"
-
-
-def default_images_dir() -> Path:
-    """The repository's ``images/`` (override with ``TESTBED_IMAGES_DIR``)."""
-    env = os.environ.get("TESTBED_IMAGES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "images"
 
 
 def check_suite(suite: str) -> None:

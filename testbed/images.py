@@ -49,7 +49,6 @@ from .imagenames import (
     ImageError,
     ProgressCallback,
     check_suite,
-    default_images_dir,
     image_prefix,
     image_tag,
     relay_output,
@@ -70,6 +69,7 @@ from .imagesource import (
 )
 from .recipes import (
     ImageRecipe,
+    bundled_recipes,
     content_hashes,
     discover_images,
     resolve_order,
@@ -454,7 +454,7 @@ def ensure_images(names: Iterable[str] | None, suite: str = DEFAULT_SUITE, *,
     """
     check_suite(suite)
     settings = base or settings_from_env()
-    recipes = discover_images(images_dir or default_images_dir())
+    recipes = discover_images(images_dir) if images_dir else bundled_recipes()
     order = resolve_order(recipes, names)
     report = progress or _no_progress
     client = client or docker_client()
@@ -507,7 +507,7 @@ def image_status(names: Iterable[str] | None = None, suite: str = DEFAULT_SUITE,
     """
     check_suite(suite)
     settings = base or settings_from_env()
-    recipes = discover_images(images_dir or default_images_dir())
+    recipes = discover_images(images_dir) if images_dir else bundled_recipes()
     order = resolve_order(recipes, names)
     client = client or docker_client()
     source = offline_source(settings, suite, _recorded_base(client, suite))

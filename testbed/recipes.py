@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from . import resources
 from .debianrecipe import debian_recipe_data, registry_dockerfile, registry_files, registry_recipe_data
 from .imagenames import DEBIAN_IMAGE, IMAGE_PREFIX, ImageError, image_prefix
 from .imagesource import BaseSource
@@ -43,7 +44,7 @@ class ImageRecipe:
     name: str
     parent: str | None
     directory: Path | None = None
-    repo_root: Path | None = None
+    context_root: Path | None = None
     extra_paths: tuple[str, ...] = ()
 
     @property
@@ -116,17 +117,17 @@ def _read_context_list(path: Path) -> tuple[str, ...]:
     return tuple(e for e in entries if e)
 
 
-def _check_extra_path(entry: str, repo_root: Path) -> str | None:
+def _check_extra_path(entry: str, context_root: Path) -> str | None:
     """Why a context.txt entry is unusable, or None if it is fine."""
     rel = Path(entry)
     if rel.is_absolute() or ".." in rel.parts:
-        return f"{entry!r} must be relative to the repository root, without '..'"
-    if not (repo_root / rel).exists():
-        return f"{entry!r} does not exist under {repo_root}"
+        return f"{entry!r} must be relative to the directory holding the testbed package, without '..'"
+    if not (context_root / rel).exists():
+        return f"{entry!r} does not exist under {context_root}"
     return None
 
 
-def _load_recipe(directory: Path, repo_root: Path) -> tuple[ImageRecipe | None, list[str]]:
+def _load_recipe(directory: Path, context_root: Path) -> tuple[ImageRecipe | None, list[str]]:
     """One image directory -> recipe, or the list of problems found in it."""
     name = directory.name
     problems = []
@@ -141,29 +142,31 @@ def _load_recipe(directory: Path, repo_root: Path) -> tuple[ImageRecipe | None, 
         problems.append(f"{directory / 'Dockerfile'}: {exc}")
     extra = _read_context_list(directory / "context.txt")
     for entry in extra:
-        why = _check_extra_path(entry, repo_root)
+        why = _check_extra_path(entry, context_root)
         if why:
             problems.append(f"{directory / 'context.txt'}: {why}")
     if problems:
         return None, problems
     norm = tuple(Path(e).as_posix().rstrip("/") for e in extra)
-    return ImageRecipe(name, parent, directory, repo_root, norm), []
+    return ImageRecipe(name, parent, directory, context_root, norm), []
 
 
-def discover_images(images_dir: Path) -> dict[str, ImageRecipe]:
+def discover_images(images_dir: Path, context_root: Path | None = None) -> dict[str, ImageRecipe]:
     """Every ``images/<name>/Dockerfile`` is an image; ``debian`` is always present.
 
-    All problems (bad FROM lines, unknown parents, missing context paths, cycles) are
-    collected and raised together, so one run shows everything to fix.
+    ``context_root`` is where ``context.txt`` paths are found (default: the directory
+    holding ``images_dir``, a repository's layout; resources.context_root() for the
+    bundled recipes). All problems (bad FROM lines, unknown parents, missing context
+    paths, cycles) are collected and raised together, so one run shows everything to fix.
     """
     images_dir = Path(images_dir).resolve()
     if not images_dir.is_dir():
         raise ImageError(f"images directory {images_dir} does not exist")
-    repo_root = images_dir.parent
+    context_root = Path(context_root).resolve() if context_root else images_dir.parent
     recipes = {DEBIAN_IMAGE: ImageRecipe(DEBIAN_IMAGE, None)}
     problems: list[str] = []
     for directory in sorted(p for p in images_dir.iterdir() if (p / "Dockerfile").is_file()):
-        recipe, found = _load_recipe(directory, repo_root)
+        recipe, found = _load_recipe(directory, context_root)
         problems += found
         if recipe:
             recipes[recipe.name] = recipe
@@ -175,6 +178,11 @@ def discover_images(images_dir: Path) -> dict[str, ImageRecipe]:
     if problems:
         raise ImageError("bad image recipes:\n  " + "\n  ".join(problems))
     return recipes
+
+
+def bundled_recipes() -> dict[str, ImageRecipe]:
+    """The package's own image recipes (or ``TESTBED_IMAGES_DIR``'s), found through resources."""
+    return discover_images(resources.images_dir(), resources.context_root())
 
 
 def _cycle_problems(recipes: Mapping[str, ImageRecipe]) -> list[str]:
@@ -243,13 +251,14 @@ def context_entries(recipe: ImageRecipe) -> list[ContextEntry]:
     """Every file of the image's build context, sorted by its name in the context.
 
     The image directory lands at the context root; ``context.txt`` paths keep their
-    repository-relative path. A name claimed twice is an error, not a silent overwrite.
+    path relative to the recipe's ``context_root``, so the hash names no absolute path.
+    A name claimed twice is an error, not a silent overwrite.
     """
-    if recipe.directory is None or recipe.repo_root is None:
+    if recipe.directory is None or recipe.context_root is None:
         raise ImageError(f"{recipe.name} has no build context (it is pulled or debootstrapped)")
     entries: dict[str, ContextEntry] = {}
     sources = [(recipe.directory, recipe.directory)]
-    sources += [(recipe.repo_root, recipe.repo_root / p) for p in recipe.extra_paths]
+    sources += [(recipe.context_root, recipe.context_root / p) for p in recipe.extra_paths]
     for base, start in sources:
         for entry in _entries_under(base, start):
             other = entries.get(entry.arcname)
