@@ -10,9 +10,14 @@ What counts as the outcome (``OUTCOME_FIELDS``): whether the cell behaved as
 its topology expects, whether the message was delivered, whether its bounce
 reached the sender, the message's and the bounce's states, where each ended
 (host and outcome, without the reason text, which holds queue ids and
-addresses that change every run) and the route with its families. The
-decisive log line is saved and shown beside a change, never compared: it holds
-times, process ids and queue ids.
+addresses that change every run) and the hosts of its path and its bounce's.
+Noted, never a failure: new versions, and the families of the route's hops.
+Families flap on their own: Postfix's default ``smtp_address_preference =
+any`` picks IPv4 or IPv6 at random for each delivery to a dual-stack peer (the
+shards' integration test saw relay-bounce/fixed/all postfix go to mx10 over
+IPv4 in one run and over IPv6 in the next). The decisive log line is saved
+and shown beside a change, never compared: it holds times, process ids and
+queue ids.
 
 Cells are keyed by the cell id (``matrix.cell_id``). A baseline cell the new
 run does not have is reported as not run, not as a failure: the matrix writes
@@ -58,7 +63,8 @@ class BaselineCell(Closed):
     bounce_state: MessageState | None = Field(description="its last bounce's own state (null: no bounce)")
     message_ended: str = Field(description="`host: outcome` of its last hop (`-`: none); compared without a reason")
     bounce_ended: str = Field(description="the same for its bounce; `no bounce`, `-`: none")
-    route: list[RouteHop] = Field(description="the hosts it passed, each with the family it left over")
+    route: list[RouteHop] = Field(description="the hosts it passed (compared), each with the family it left over "
+                                              "(a change is printed, not a failure)")
     bounce_route: list[RouteHop] = Field(description="the same for its last bounce")
     decisive: str = Field(description="the log line that decided where it ended; shown, never compared")
     error: str | None = Field(description="why the lab could not be run or judged (null: it was)")
@@ -75,9 +81,17 @@ class Baseline(Open):
         description="cell id (`scenario/variant/suite/assignment`) -> its outcome, in the matrix's order")
 
 
-#: What a change in fails the comparison (docs/regression.md lists them too).
+#: What a change in fails the comparison (docs/regression.md lists them too); `path`: the route's hosts.
 OUTCOME_FIELDS = ("as_expected", "delivered", "dsn_at_sender", "state", "bounce_state",
-                  "message_ended", "bounce_ended", "route", "bounce_route")
+                  "message_ended", "bounce_ended", "path", "bounce_path")
+#: What a change in is printed, never a failure (besides the versions).
+NOTED_FIELDS = ("route", "bounce_route")
+
+
+def _field(cell: BaselineCell, name: str) -> Any:
+    if name in ("path", "bounce_path"):
+        return [h.host for h in (cell.route if name == "path" else cell.bounce_route)]
+    return getattr(cell, name)
 
 
 def _ended(text: str) -> str:
@@ -136,7 +150,8 @@ def baseline_json_schema() -> dict[str, Any]:
 
 # --- comparing ---------------------------------------------------------------------------
 
-DifferenceKind = Literal["changed", "versions", "not run", "new"]
+#: changed: an outcome (a failure); noted: only versions or route families; not run / new: on one side only.
+DifferenceKind = Literal["changed", "noted", "not run", "new"]
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,7 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class CellDifference:
-    """How one cell differs from the baseline: its outcome changed, only its versions, or it is on one side only."""
+    """How one cell differs from the baseline: its outcome, only noted fields, or it is on one side only."""
 
     cell: str
     kind: DifferenceKind
@@ -163,8 +178,8 @@ class CellDifference:
         return self.kind == "changed"
 
     def lines(self) -> list[str]:
-        head = {"changed": "OUTCOME CHANGED", "versions": "versions changed", "not run": "not run (in the baseline)",
-                "new": "new cell (not in the baseline)"}[self.kind]
+        head = {"changed": "OUTCOME CHANGED", "noted": "changed, not a failure",
+                "not run": "not run (in the baseline)", "new": "new cell (not in the baseline)"}[self.kind]
         out = [f"{self.cell}: {head}"] + [f"    {c}" for c in self.changes]
         if self.decisive and self.decisive[0] != self.decisive[1]:
             out += [f"    decisive before: {self.decisive[0]}", f"    decisive now:    {self.decisive[1]}"]
@@ -189,7 +204,7 @@ class Comparison:
     def summary(self) -> str:
         changed = self.count("changed")
         verdict = f"{changed} cell{'s' if changed != 1 else ''} changed outcome" if changed else "no outcome changed"
-        extra = [f"{self.count(k)} {label}" for k, label in (("versions", "with new versions"),
+        extra = [f"{self.count(k)} {label}" for k, label in (("noted", "with new versions or route families"),
                                                              ("not run", "of the baseline not run"),
                                                              ("new", "new")) if self.count(k)]
         return f"baseline: {verdict} ({self.compared} compared" + "".join(f", {e}" for e in extra) + ")"
@@ -211,25 +226,28 @@ def compare(before: Baseline, after: Baseline, elsewhere: frozenset[str] = froze
             differences.append(CellDifference(cid, "new"))
             continue
         compared += 1
-        outcome = tuple(FieldChange(f, getattr(old, f), getattr(new, f)) for f in OUTCOME_FIELDS
-                        if getattr(old, f) != getattr(new, f))
+        outcome = tuple(FieldChange(f, _field(old, f), _field(new, f)) for f in OUTCOME_FIELDS
+                        if _field(old, f) != _field(new, f))
         if outcome and old.error != new.error:  # why a lab failed explains its outcome; alone it is not one
             outcome += (FieldChange("error", old.error, new.error),)
-        versions = tuple(FieldChange(f"version of {sw}", old.versions.get(sw), new.versions.get(sw))
-                         for sw in sorted(old.versions.keys() | new.versions.keys())
-                         if old.versions.get(sw) != new.versions.get(sw))
+        noted = tuple(FieldChange(f, getattr(old, f), getattr(new, f)) for f in NOTED_FIELDS
+                      if getattr(old, f) != getattr(new, f))
+        noted += tuple(FieldChange(f"version of {sw}", old.versions.get(sw), new.versions.get(sw))
+                       for sw in sorted(old.versions.keys() | new.versions.keys())
+                       if old.versions.get(sw) != new.versions.get(sw))
         if outcome:
-            differences.append(CellDifference(cid, "changed", outcome + versions, (old.decisive, new.decisive)))
-        elif versions:
-            differences.append(CellDifference(cid, "versions", versions))
+            differences.append(CellDifference(cid, "changed", outcome + noted, (old.decisive, new.decisive)))
+        elif noted:
+            differences.append(CellDifference(cid, "noted", noted))
     differences += [CellDifference(cid, "not run") for cid in before.cells
                     if cid not in after.cells and cid not in elsewhere]
     return Comparison(differences, compared)
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, list):  # a route: relay -ipv6-> mx10 -> (end)
-        return " ".join(f"{h.host}" + (f" -{h.family}->" if h.family else "") for h in value) or "(none)"
+    if isinstance(value, list):  # a route (relay -ipv6-> mx10) or a path (relay mx10)
+        return " ".join(h if isinstance(h, str) else h.host + (f" -{h.family}->" if h.family else "")
+                        for h in value) or "(none)"
     if value is None:
         return "-"
     return str(value)

@@ -1,8 +1,10 @@
 """The `testbed` command line.
 
-Exit codes: 0 every expectation holds; 1 some expectation does not hold;
-2 bad input (topology, arguments); 3 the machine or the lab failed (no Docker,
-address clash, an image that does not build, a container that did not start).
+Exit codes: 0 every expectation holds; 1 some expectation does not hold (a
+matrix with --baseline: some cell's outcome changed); 2 bad input (topology,
+arguments, a baseline, shards that do not fit); 3 the machine or the lab failed
+(no Docker, address clash, an image that does not build, a container that did
+not start).
 """
 
 from __future__ import annotations

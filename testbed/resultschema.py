@@ -259,8 +259,8 @@ class RouteHop(Closed):
     """One host a message passed, and the family it left that host over."""
 
     host: str = Field(description="the lab host")
-    family: Family | None = Field(description="the family of the address it was handed on to "
-                                               "(null: it did not leave this host, or no address was logged)")
+    family: Family | None = Field(description="the family of the peer address of its last outcome there: the host "
+                                              "it was handed to, or the one that refused it (null: none logged)")
 
 
 class MatrixRow(Closed):
