@@ -21,7 +21,7 @@ from . import fabric
 from . import matrix as mx
 from .errors import Problem, TopologyError
 from .results import RunResult
-from .resultschema import MatrixDoc, matrix_document, version_problem
+from .resultschema import SCHEMA_VERSION, MatrixDoc, matrix_document, version_problem
 from .runner import Progress, RunOptions, ensure_images_for_topologies, plan_runs, run_plans
 from .shards import Merged, Part, Shard, merge
 
@@ -127,7 +127,8 @@ def read_part(directory: Path) -> Part:
     if problem:
         raise TopologyError([Problem(where, "schema_version", problem)], "merge")
     try:
-        MatrixDoc.model_validate({"schema_version": "1", **data} if isinstance(data, dict) else data)
+        # a file without a version predates versions: version 1's shape
+        MatrixDoc.model_validate({"schema_version": SCHEMA_VERSION, **data} if isinstance(data, dict) else data)
     except ValidationError as exc:
         raise TopologyError([Problem(where, ".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()],
                             "merge") from None

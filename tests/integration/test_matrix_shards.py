@@ -6,6 +6,8 @@ and 2/2, then `matrix merge`. The shards run one after the other, each with
 the whole run's --jobs 2: side by side with --jobs 1 each they took twice as
 long on 2 shared cores (112 s against 52 s for the whole run), and what is
 tested is the split and the join, not the parallelism CI machines give.
+Measured (2026-12, load ~20 on 2 cores): 265 s in all; whole 189 s, shards
+31 s and 24 s, each merge 2.5-5 s.
 """
 
 from __future__ import annotations

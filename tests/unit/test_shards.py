@@ -119,6 +119,19 @@ def test_merge_through_the_cli_with_junit(tmp_path: Path) -> None:
     assert "4 labs in 12 s" in res.output and junit.read_text().count("<testcase ") == 4
 
 
+def test_merged_rows_point_at_the_cells_directories_where_the_shards_are_now(tmp_path: Path) -> None:
+    cells = every_cell(["bookworm"])[:2]
+    rows = [{**r, "run_dir": f"runs/matrix-x/runs/cell-{i}"} for i, r in enumerate(matrix_rows(tmp_path, cells))]
+    dirs = write_shards(tmp_path / "artifacts", cells, rows, 2)
+    now = []
+    for d in dirs:  # each shard's cell directory came along with its matrix.json (a CI artifact)
+        name = json.loads((d / "matrix.json").read_text())["rows"][0]["run_dir"].rsplit("/", 1)[1]
+        (d / "runs" / name).mkdir(parents=True)
+        now.append(str(d / "runs" / name))
+    merged = merge_matrices(dirs, tmp_path / "merged")
+    assert sorted(r["run_dir"] for r in merged.rows) == sorted(now)
+
+
 def parts(tmp_path: Path, total: int = 2) -> list[Part]:
     cells = every_cell(["bookworm"])[:6]
     dirs = write_shards(tmp_path, cells, matrix_rows(tmp_path, cells), total)
