@@ -118,6 +118,8 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # Every reproduction x variant x MTA (plus mixed assignments): an outcomes table.
-# SUITES="bookworm trixie" compares Debian releases; MTAS="exim" narrows it down.
+# SUITES="bookworm trixie" compares Debian releases; MTAS="exim" narrows it down;
+# BASELINE=FILE compares with a baseline, SHARD=K/N runs one share (docs/regression.md).
 matrix: $(STAMP) host-tools
-	$(BIN)/testbed matrix $(foreach s,$(SUITES),--suite $(s)) $(foreach m,$(MTAS),--mta $(m))
+	$(BIN)/testbed matrix $(foreach s,$(SUITES),--suite $(s)) $(foreach m,$(MTAS),--mta $(m)) \
+	  $(if $(BASELINE),--baseline $(BASELINE)) $(if $(SHARD),--shard $(SHARD))

@@ -1,8 +1,10 @@
 """The `testbed` command line.
 
-Exit codes: 0 every expectation holds; 1 some expectation does not hold;
-2 bad input (topology, arguments); 3 the machine or the lab failed (no Docker,
-address clash, an image that does not build, a container that did not start).
+Exit codes: 0 every expectation holds; 1 some expectation does not hold (a
+matrix with --baseline: some cell's outcome changed); 2 bad input (topology,
+arguments, a baseline, shards that do not fit); 3 the machine or the lab failed
+(no Docker, address clash, an image that does not build, a container that did
+not start).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, gaiconf, resources
-from .errors import TestbedError, TopologyError
+from .errors import InputError, TestbedError, TopologyError
 from .model import SOFTWARE, SUITES, did_you_mean, load_topology, software_everywhere, validate_file, variant_names
 from .progressview import ProgressView
 from .source import load_yaml, parse_yaml, read_text
@@ -49,7 +51,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except TopologyError as exc:
+        except (TopologyError, InputError) as exc:
             _error(str(exc))
             sys.exit(EXIT_INPUT)
         except TestbedError as exc:
@@ -131,25 +133,28 @@ def validate(files: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["topology", "result", "matrix"]))
+@click.argument("what", type=click.Choice(["topology", "result", "matrix", "baseline"]))
 @_guard
 def schema(what: str) -> None:
-    """Print a JSON Schema: `topology` (the topology file's), `result` (result.json's), `matrix` (matrix.json's).
+    """Print a JSON Schema: `topology` (the topology file's), `result` (result.json's), `matrix` (matrix.json's),
+    `baseline` (a `matrix --save-baseline` file's).
 
     With yaml-language-server (VS Code's YAML extension, Neovim, Helix), save the
     topology's and put `# yaml-language-server: $schema=topology.schema.json` on a
-    topology's first line. The result and matrix schemas describe the files a run
-    writes, for scripts that read them; docs/schemas/ holds all three.
+    topology's first line. The result, matrix and baseline schemas describe the
+    files a run writes, for scripts that read them; docs/schemas/ holds all four.
     """
     click.echo(json.dumps(json_schema(what), indent=2))
 
 
 def json_schema(what: str) -> dict[str, Any]:
     """The JSON Schema `testbed schema WHAT` prints (and docs/schemas/WHAT.schema.json holds)."""
+    from .baseline import baseline_json_schema
     from .model import topology_json_schema
     from .resultschema import matrix_json_schema, result_json_schema
 
-    return {"topology": topology_json_schema, "result": result_json_schema, "matrix": matrix_json_schema}[what]()
+    return {"topology": topology_json_schema, "result": result_json_schema, "matrix": matrix_json_schema,
+            "baseline": baseline_json_schema}[what]()
 
 
 @main.command()
@@ -436,23 +441,92 @@ def reproduce(name: str, sets, mta, suite, as_json, keep, runs, junit, capture) 
     _run([(path, v) for v in names], lambda p: overrides, suite, as_json, keep, runs, junit, capture)
 
 
-@main.command()
+def _shard_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    from .shards import ShardError, parse_shard
+
+    try:
+        return parse_shard(value) if value is not None else None
+    except ShardError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _baseline_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """Read the baseline before any lab runs: a typo costs a second, not a matrix."""
+    from .baseline import load
+
+    try:
+        return load(Path(value)) if value is not None else None
+    except TopologyError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _matrix_result_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a matrix run and a merge both write and compare."""
+    fn = click.option("--save-baseline", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+                      help="Write every cell's outcome here, for a later --baseline (docs/regression.md).")(fn)
+    fn = click.option("--baseline", callback=_baseline_option, type=click.Path(dir_okay=False),
+                      help="Compare every cell with this baseline; exit 1 when an outcome changed "
+                           "(new versions alone: printed, exit 0).")(fn)
+    fn = click.option("--junit", type=click.Path(dir_okay=False, writable=True),
+                      help="Also write JUnit XML here (a test case per cell), for CI.")(fn)
+    return fn
+
+
+def _finish_matrix(run: Any, junit: str | None, baseline: Any, save_baseline: Path | None,
+                   elsewhere: frozenset[str] = frozenset()) -> None:
+    """Print the table (and the baseline's differences), write JUnit and the new baseline, exit.
+
+    With --baseline the comparison decides the exit code: a cell that fails its
+    expectations exactly as it did in the baseline is known, not a regression.
+    """
+    from . import baseline as bl
+    from .junit import matrix_xml
+
+    now = bl.build(run.rows)
+    comparison = bl.compare(baseline, now, elsewhere) if baseline is not None else None
+    if junit:
+        Path(junit).write_text(matrix_xml(run.rows, comparison=comparison), encoding="utf-8")
+    out.print(run.table + ("\n" + run.changes if run.changes else ""), highlight=False, markup=False)
+    out.print(f"{len(run.rows)} labs in {run.elapsed_s:.0f} s; table: {run.target / 'matrix.md'}", highlight=False)
+    if save_baseline:
+        save_baseline.write_text(bl.dump(now), encoding="utf-8")
+        out.print(f"baseline of {len(now.cells)} cells written to {save_baseline}", highlight=False, markup=False)
+    if comparison is not None:
+        out.print(comparison.text(), end="", highlight=False, markup=False)
+        sys.exit(EXIT_FAILED if comparison.failed else 0)
+    sys.exit(0 if run.as_expected else EXIT_FAILED)
+
+
+@main.group(invoke_without_command=True)
 @click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES), help="Debian release(s) (default: bookworm).")
 @click.option("--mta", "mtas", multiple=True, type=click.Choice(SOFTWARE["mta"]), help="Only these MTAs (default: all).")
 @click.option("--jobs", type=click.IntRange(1, 8), default=2, show_default=True, help="Labs running at once.")
 @click.option("--spec", type=click.Path(dir_okay=False), help="Matrix file (default: topologies/matrices/default.yaml).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where matrix.md/.json go (default: runs/matrix-TIME).")
-@click.option("--junit", type=click.Path(dir_okay=False, writable=True),
-              help="Also write JUnit XML here (a test case per cell), for CI.")
+@click.option("--shard", callback=_shard_option, metavar="K/N",
+              help="Run only the K-th of N shares of the cells (1/3, 2/3, 3/3); join them with `matrix merge`.")
 @click.option("--capture/--no-capture", default=True, show_default=True, help=_CAPTURE_HELP)
+@_matrix_result_options
+@click.pass_context
 @_guard
-def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit: str | None, capture: bool) -> None:
-    """Run every reproduction with every MTA (and mixed assignments); write an outcomes table."""
+def matrix(ctx: click.Context, suites, mtas, jobs: int, spec: str | None, out_dir: str | None, shard, capture: bool,
+           junit: str | None, baseline, save_baseline: Path | None) -> None:
+    """Run every reproduction with every MTA (and mixed assignments); write an outcomes table.
+
+    `testbed matrix merge DIR...` joins shards' tables (docs/regression.md).
+    """
     import time
 
     from .matrixrun import run_matrix
     from .rundir import runs_root
 
+    if ctx.invoked_subcommand:
+        given = [p.opts[0] for p in ctx.command.params
+                 if p.name and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        if given:  # they would be ignored silently: merge has its own
+            raise click.UsageError(f"options before `{ctx.invoked_subcommand}` are the matrix run's "
+                                   f"({', '.join(given)}); put them after `{ctx.invoked_subcommand}`")
+        return
     topologies = resources.topologies_dir()
     target = Path(out_dir) if out_dir else runs_root() / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -465,14 +539,34 @@ def matrix(suites, mtas, jobs: int, spec: str | None, out_dir: str | None, junit
 
         run = run_matrix(Path(spec) if spec else resources.default_matrix_spec(), topologies,
                          list(suites) or ["bookworm"], list(mtas) or None, jobs, target,
-                         on_row=report, image_progress=view.image, capture=capture)
-    if junit:
-        from .junit import matrix_xml
+                         on_row=report, image_progress=view.image, capture=capture, shard=shard)
+    if run.shard:
+        out.print(f"shard {shard}: {len(run.rows)} of the matrix's {len(run.shard['matrix_cells'])} cells",
+                  highlight=False)
+    _finish_matrix(run, junit, baseline, save_baseline, run.in_other_shards)
 
-        Path(junit).write_text(matrix_xml(run.rows), encoding="utf-8")
-    out.print(run.table + ("\n" + run.changes if run.changes else ""), highlight=False, markup=False)
-    out.print(f"{len(run.rows)} labs in {run.elapsed_s:.0f} s; table: {target / 'matrix.md'}", highlight=False)
-    sys.exit(0 if run.as_expected else EXIT_FAILED)
+
+@matrix.command("merge")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where the joined matrix.md/.json/.html go (default: runs/matrix-merged-TIME).")
+@_matrix_result_options
+@_guard
+def matrix_merge(dirs: tuple[Path, ...], out_dir: str | None, junit: str | None, baseline,
+                 save_baseline: Path | None) -> None:
+    """Join the matrix.json of every shard (`matrix --shard K/N --out DIR`) into one matrix.
+
+    Refuses a cell twice, shards of different N or of different matrices, and a
+    missing shard. Whole matrices of different cells (one per MTA) join too.
+    """
+    import time
+
+    from .matrixrun import merge_matrices
+    from .rundir import runs_root
+
+    target = Path(out_dir) if out_dir else runs_root() / f"matrix-merged-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = merge_matrices(list(dirs), target, progress=_image_progress)
+    _finish_matrix(run, junit, baseline, save_baseline)
 
 
 @main.command()

@@ -44,6 +44,10 @@ class TopologyError(TestbedError):
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class InputError(TestbedError):
+    """Bad input that is not a file's content (shards that do not fit together): exit code 2, like a topology's."""
+
+
 class DockerUnavailable(TestbedError):
     """The Docker engine cannot be reached."""
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .matrix import row_cell_id
 from .model import MessageExpect
 from .results import RunResult
+
+if TYPE_CHECKING:
+    from .baseline import Comparison
 
 
 def _suite(result: RunResult) -> ET.Element:
@@ -69,23 +73,46 @@ def results_xml(results: Sequence[RunResult], name: str = "testbed") -> str:
     return _document([_suite(r) for r in results], name)
 
 
-def matrix_xml(rows: Sequence[dict[str, Any]], name: str = "testbed matrix") -> str:
-    """The JUnit XML of a matrix: one testcase per cell, failed when the cell did not behave as expected."""
+def matrix_xml(rows: Sequence[dict[str, Any]], name: str = "testbed matrix",
+               comparison: Comparison | None = None) -> str:
+    """The JUnit XML of a matrix: one testcase per cell.
+
+    Without a baseline a cell fails when it did not behave as expected; with
+    one (``comparison``) it fails when its outcome changed since the baseline,
+    as the exit code does, and a baseline cell this run did not have is skipped.
+    """
     suite = ET.Element("testsuite", name=name)
-    failures = 0
+    differences = comparison.by_cell() if comparison else {}
+    failures = skipped = 0
     for row in rows:
         case = ET.SubElement(suite, "testcase", classname=f"{row.get('scenario')}.{row.get('variant')}",
                              name=f"{row.get('suite')} {row.get('assignment')}")
         summary = f"message {row.get('state')}; expectations {row.get('expectations')} hold"
-        if not row.get("as_expected"):
+        detail = "\n".join(str(x) for x in (row.get("error"), f"decisive: {row.get('decisive')}",
+                                             f"run directory: {row.get('run_dir')}") if x)
+        diff = differences.get(row_cell_id(row))
+        if comparison is not None:
+            if diff and diff.failure:
+                failures += 1
+                ET.SubElement(case, "failure", message="outcome changed since the baseline",
+                              type="baseline").text = "\n".join(diff.lines()) + "\n" + detail
+                continue
+            known = "" if row.get("as_expected") else " (not as expected, as in the baseline)"
+            notes = "\n".join(diff.lines()) if diff else ""
+            ET.SubElement(case, "system-out").text = summary + known + ("\n" + notes if notes else "")
+        elif not row.get("as_expected"):
             failures += 1
-            detail = "\n".join(str(x) for x in (row.get("error"), f"decisive: {row.get('decisive')}",
-                                                 f"run directory: {row.get('run_dir')}") if x)
             ET.SubElement(case, "failure", message=row.get("error") or summary).text = detail
         else:
             ET.SubElement(case, "system-out").text = summary
-    suite.set("tests", str(len(rows)))
+    for diff in (comparison.differences if comparison else []):
+        if diff.kind == "not run":
+            scenario, variant, suite_name, assignment = diff.cell.split("/", 3)
+            case = ET.SubElement(suite, "testcase", classname=f"{scenario}.{variant}", name=f"{suite_name} {assignment}")
+            ET.SubElement(case, "skipped", message="in the baseline, not run this time")
+            skipped += 1
+    suite.set("tests", str(len(rows) + skipped))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
-    suite.set("skipped", "0")
+    suite.set("skipped", str(skipped))
     return _document([suite], name)

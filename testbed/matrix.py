@@ -43,8 +43,26 @@ class Cell:
     software: tuple[tuple[str, str], ...]  # (host, software), sorted
 
     @property
+    def id(self) -> str:
+        return cell_id(self.scenario, self.variant, self.suite, self.label)
+
+    @property
     def overrides(self) -> dict[str, str]:
         return {"suite": self.suite, **{f"hosts.{host}.software": sw for host, sw in self.software}}
+
+
+def cell_id(scenario: str, variant: str, suite: str, assignment: str) -> str:
+    """A cell's stable name: `scenario/variant/suite/assignment` (baselines and shards key cells by it).
+
+    Scenario, variant and suite are names without a slash; the assignment's label
+    comes last, so a slash in it still leaves the id unambiguous.
+    """
+    return f"{scenario}/{variant}/{suite}/{assignment}"
+
+
+def row_cell_id(row: dict[str, Any]) -> str:
+    """The cell id of an outcome row (a matrix.json row)."""
+    return cell_id(row["scenario"], row["variant"], row["suite"], row["assignment"])
 
 
 def load_spec(path: Path, topologies_dir: Path) -> MatrixSpec:
@@ -115,6 +133,11 @@ def _decisive(hist: History) -> str:
     return "-"
 
 
+def _route(hist: History | None) -> list[dict[str, Any]]:
+    """The hosts it passed, each with the family it left that host over (None: it did not, or no address)."""
+    return [{"host": h.host, "family": h.family} for h in hist.hops] if hist else []
+
+
 def outcome(cell: Cell, result: RunResult, message: str = "m1") -> dict[str, Any]:
     hist = result.histories.get(message)
     passed = sum(c.status == "pass" for c in result.checks)
@@ -132,7 +155,7 @@ def outcome(cell: Cell, result: RunResult, message: str = "m1") -> dict[str, Any
         "run_dir": str(result.run_dir.path),
     }
     if hist is None:
-        return {**row, "delivered": None, "dsn_at_sender": None, "state": None,
+        return {**row, "delivered": None, "dsn_at_sender": None, "state": None, "bounce_state": None,
                 "message_ended": "-", "bounce_ended": "-", "decisive": "-", "queue_ids": {}}
     bounce = hist.dsns[-1] if hist.dsns else None
     queue_ids: dict[str, list[str]] = {}
@@ -143,7 +166,10 @@ def outcome(cell: Cell, result: RunResult, message: str = "m1") -> dict[str, Any
         "delivered": hist.delivered,
         "dsn_at_sender": hist.dsn_delivered,
         "state": hist.state,
+        "bounce_state": bounce.state if bounce else None,
         "path": hist.path,
+        "route": _route(hist),
+        "bounce_route": _route(bounce),
         "message_ended": _hop_text(hist.hops[-1] if hist.hops else None),
         "bounce_ended": _hop_text(bounce.hops[-1] if bounce and bounce.hops else None) if bounce else "no bounce",
         "decisive": _decisive(hist),

@@ -255,6 +255,14 @@ class RunResultDoc(Open):
 # --- matrix.json ------------------------------------------------------------------------
 
 
+class RouteHop(Closed):
+    """One host a message passed, and the family it left that host over."""
+
+    host: str = Field(description="the lab host")
+    family: Family | None = Field(description="the family of the peer address of its last outcome there: the host "
+                                              "it was handed to, or the one that refused it (null: none logged)")
+
+
 class MatrixRow(Closed):
     """One cell of the matrix: a lab, and where its message (``m1``) and the bounce ended."""
 
@@ -272,11 +280,37 @@ class MatrixRow(Closed):
         description="the message reached a recipient (null: not tracked: never sent, or the run failed first)")
     dsn_at_sender: bool | None = Field(description="its bounce was delivered to the sender (null: not tracked)")
     state: MessageState | None = Field(description="the message's state (null: not tracked)")
+    bounce_state: MessageState | None = Field(
+        None, description="its last bounce's own state (null: no bounce, or not tracked; absent: an older file)")
     path: list[str] = Field(default_factory=list, description="the hosts it passed (absent: not tracked)")
+    route: list[RouteHop] = Field(default_factory=list,
+                                  description="the same hosts, each with the family it left over (absent: not "
+                                              "tracked, or an older file)")
+    bounce_route: list[RouteHop] = Field(default_factory=list,
+                                         description="the same for its last bounce (absent: none)")
     message_ended: str = Field(description="`host: outcome (reason)` of its last hop, `-`: none")
     bounce_ended: str = Field(description="the same for its bounce; `no bounce`, `-`: none")
     decisive: str = Field(description="the log line that decided where it ended (`-`: none)")
     queue_ids: dict[str, list[str]] = Field(description="software -> the queue ids it gave (its log format)")
+
+
+class ShardInfo(Closed):
+    """Which share of a matrix a run (`testbed matrix --shard K/N`) ran."""
+
+    index: int = Field(ge=1, description="K: this shard's number, 1..N")
+    total: int = Field(ge=1, description="N: how many shards the matrix was split into")
+    matrix_cells: list[str] = Field(
+        description="the cell ids of the whole matrix (every shard), in the matrix's order; shards of one "
+                    "matrix carry the same list, which is how `testbed matrix merge` checks they belong together")
+
+
+class MergedShard(Closed):
+    """One matrix.json `testbed matrix merge` joined."""
+
+    source: str = Field(description="the directory it was read from")
+    shard: str | None = Field(description="`K/N` (null: an unsharded matrix)")
+    cells: int = Field(description="how many cells it held")
+    elapsed_s: float = Field(description="its own elapsed_s")
 
 
 class MatrixDoc(Open):
@@ -284,8 +318,11 @@ class MatrixDoc(Open):
 
     schema_version: Literal[SCHEMA_VERSION] = Field(  # type: ignore[valid-type]
         SCHEMA_VERSION, description="the version of this file's shape (absent: written before versions, as 1)")
-    elapsed_s: float = Field(description="seconds the labs ran, side by side")
+    elapsed_s: float = Field(description="seconds the labs ran, side by side (merged: the longest part's)")
     rows: list[MatrixRow] = Field(description="one per cell, in the matrix's order")
+    shard: ShardInfo | None = Field(None, description="set when this run was one shard of a matrix (absent: all of it)")
+    merged_from: list[MergedShard] = Field(
+        default_factory=list, description="set by `testbed matrix merge`: the files joined (absent: one run)")
 
 
 # --- writing, reading, publishing --------------------------------------------------------
@@ -296,9 +333,13 @@ def result_document(data: dict[str, Any]) -> dict[str, Any]:
     return _document(RunResultDoc, data)
 
 
-def matrix_document(rows: list[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
-    """matrix.json's content from ``matrix.outcome`` rows: validated (a wrong shape raises) and versioned."""
-    return _document(MatrixDoc, {"elapsed_s": elapsed_s, "rows": rows})
+def matrix_document(rows: list[dict[str, Any]], elapsed_s: float, **extra: Any) -> dict[str, Any]:
+    """matrix.json's content from ``matrix.outcome`` rows: validated (a wrong shape raises) and versioned.
+
+    ``extra``: the other top-level keys (``shard``, ``merged_from``), left out when None.
+    """
+    return _document(MatrixDoc, {"elapsed_s": elapsed_s, "rows": rows,
+                                 **{k: v for k, v in extra.items() if v is not None}})
 
 
 def _document(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
@@ -326,27 +367,29 @@ def version_problem(data: Any, what: str) -> str | None:
     return None
 
 
-def _json_schema(model: type[BaseModel], name: str, description: str) -> dict[str, Any]:
+def json_schema_of(model: type[BaseModel], name: str, description: str,
+                   version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """A model's JSON Schema as this project publishes them: the dialect, an id and the file's version."""
     schema = model.model_json_schema(mode="validation")
     return {
         "$schema": _JSON_SCHEMA_DIALECT,
-        "$id": f"urn:testbed:schema:{name}:{SCHEMA_VERSION}",
-        "title": f"testbed {name}.json, schema version {SCHEMA_VERSION}",
+        "$id": f"urn:testbed:schema:{name}:{version}",
+        "title": f"testbed {name}.json, schema version {version}",
         "description": description,
-        "x-schema-version": SCHEMA_VERSION,
+        "x-schema-version": version,
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }
 
 
 def result_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of result.json, for scripts that read run directories."""
-    return _json_schema(RunResultDoc, "result",
+    return json_schema_of(RunResultDoc, "result",
                         "What one lab run concluded: the expectations, each message's history hop by hop, "
                         "the client steps, the scenario's steps, timings, versions (docs/architecture.md).")
 
 
 def matrix_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of matrix.json."""
-    return _json_schema(MatrixDoc, "matrix",
+    return json_schema_of(MatrixDoc, "matrix",
                         "Every cell of an MTA matrix run: the lab, whether it behaved as expected, where its "
                         "message and the bounce ended, and the decisive log line.")

@@ -213,7 +213,7 @@ def test_a_newer_major_version_is_one_clear_error(tmp_path: Path) -> None:
 # --- publishing (docs/schemas/ is kept current in test_schema.py) ---------------------------
 
 
-@pytest.mark.parametrize("what", ["result", "matrix"])
+@pytest.mark.parametrize("what", ["result", "matrix", "baseline"])
 def test_the_cli_prints_a_versioned_schema(what: str) -> None:
     schema = json.loads(CliRunner().invoke(main, ["schema", what]).output)
     jsonschema.Draft202012Validator.check_schema(schema)

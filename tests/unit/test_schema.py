@@ -55,7 +55,7 @@ def test_the_cli_prints_it() -> None:
     assert json.loads(result.output)["$schema"].endswith("2020-12/schema")
 
 
-@pytest.mark.parametrize("what", ["topology", "result", "matrix"])
+@pytest.mark.parametrize("what", ["topology", "result", "matrix", "baseline"])
 def test_the_published_schemas_are_up_to_date(what: str) -> None:
     printed = CliRunner().invoke(main, ["schema", what])
     assert printed.exit_code == 0, printed.output
