@@ -14,6 +14,9 @@ import io
 import ipaddress
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -34,6 +37,7 @@ from .labapi import ExecResult
 from .plan import (
     ENDPOINT_SYSCTLS,
     LABEL_ADDRESSES,
+    LABEL_HANDLE,
     LABEL_HOST,
     LABEL_KIND,
     LABEL_RUN,
@@ -45,11 +49,13 @@ from .plan import (
     RoutedPath,
     SegmentPlan,
     network_options,
+    next_handle,
     routed_paths_to_dns,
 )
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
 READY_TIMEOUT_S = 90.0
+FOLLOW_TIMEOUT_S = 7 * 86400  # `testbed logs --follow`: as long as a lab may live
 # Every lab container is bounded: a runaway daemon (or a fork bomb in a student's
 # shell) must not take the machine, which other labs and users share. The
 # largest lab host (Dovecot, or the DNS server with thousands of rules) stays
@@ -384,6 +390,9 @@ class Lab:
             if taken:
                 self.plan = replan(used)
                 self.progress(f"{', '.join(map(str, taken))} taken meanwhile; moved to other subnets")
+            # Under the same lock: the handle is unique among the labs on the engine.
+            handles = (objs.labels.get(LABEL_HANDLE, "") for objs in list_runs(self.client).values())
+            self.plan.labels[LABEL_HANDLE] = next_handle(self.plan.name, handles)
             segments = list(self.plan.segments.values())
             # Side by side: the subnets are already known free (checked above, under the
             # lock), so the networks do not depend on each other.
@@ -621,6 +630,36 @@ class Lab:
         if res.rc == 125 and not self.running(host):
             raise HostDown(host, res.stderr.strip())
         return res
+
+    def exec_stream(self, host: str, command: str) -> Iterator[str]:
+        """`sh -c command` in a host, its output line by line as it comes (`testbed logs --follow`)."""
+        api = self.client.api
+        # A followed log may be quiet for hours: this stream's own client never times out a read.
+        follower = docker.from_env(timeout=FOLLOW_TIMEOUT_S)
+        try:
+            ex = api.exec_create(self.container(host), ["sh", "-c", command])
+            yield from _lines(follower.api.exec_start(ex["Id"], stream=True))
+        except docker.errors.APIError as exc:
+            if not self.running(host):
+                raise HostDown(host, str(exc.explanation or exc)) from None
+            raise LabError(f"{host}: {exc.explanation or exc}") from None
+        finally:
+            follower.close()
+
+    def interactive(self, host: str, argv: list[str]) -> int:
+        """A command with the user's terminal attached (`testbed shell`), through the docker CLI.
+
+        The Docker API's attach is not a terminal; the CLI handles raw mode,
+        window size and signals. It honours DOCKER_HOST like this process does.
+        """
+        if not self.running(host):
+            raise HostDown(host, "not running")
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise LabError("an interactive shell needs the docker command line (Debian: docker.io, or docker-cli); "
+                           f"without it: testbed exec LAB {host} -- COMMAND")
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        return subprocess.call([docker_cli, "exec", "-i", *tty, self.container(host), *argv])
 
     def read_file(self, host: str, path: str) -> str:
         """A file's text; one that does not exist (yet) reads as empty, a failed read raises."""

@@ -40,6 +40,19 @@ LABEL_KIND = "testbed.kind"
 #: The endpoint driver option for per-interface sysctls (API 1.46, moby#47686).
 ENDPOINT_SYSCTLS = "com.docker.network.endpoint.sysctls"
 LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed dns` rules by host name
+#: The lab's short name for people (`testbed shell mx-routing-1 relay`): unique on the engine, given at creation.
+LABEL_HANDLE = "testbed.handle"
+LABEL_RUN_DIR = "testbed.run_dir"  # absolute: where plan.json is, for commands that work in a live lab
+LABEL_EXPIRES = "testbed.expires"  # seconds since the epoch (`testbed up --ttl`); absent: never
+
+
+def next_handle(topology: str, taken: Iterable[str]) -> str:
+    """``<topology>-<n>`` with the smallest n no lab on the engine holds (a handle people type)."""
+    used = set(taken)
+    n = 1
+    while f"{topology}-{n}" in used:
+        n += 1
+    return f"{topology}-{n}"
 
 
 @dataclass(frozen=True)

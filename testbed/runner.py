@@ -9,7 +9,6 @@ them).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import secrets
 import signal
@@ -24,7 +23,7 @@ from typing import Any
 
 import docker
 import docker.errors
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from . import fabric, observe, pcapread, serverside, timeline
 from .capture import CaptureFile
@@ -34,7 +33,8 @@ from .fabric import Lab
 from .labapi import ManagedLab
 from .owner import owner_labels
 from .model import Topology
-from .plan import IPNetwork, LabPlan, image_of, plan_lab
+from .plan import LABEL_RUN_DIR, IPNetwork, LabPlan, image_of, plan_lab
+from .planstore import plan_to_dict
 from .preflight import check_pools, host_reserved
 from .render import lab_files, write_tree
 from .results import RunResult
@@ -60,6 +60,8 @@ class RunOptions:
     engine: str = ""
     #: A pcap per segment in RUN_DIR/captures (capture.py), read into the timeline.
     capture: bool = True
+    #: False: bring the lab up and stop there (`testbed up`): no steps, nothing judged.
+    scenario: bool = True
 
 
 def new_run_id() -> str:
@@ -167,6 +169,7 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     api = ".".join(map(str, plan.caps.api_version))
     result.engine = f"Docker {options.engine} (API {api})" if options.engine else f"Docker (API {api})"
     progress = lab.progress
+    plan.labels[LABEL_RUN_DIR] = str(run_dir.path.resolve())  # where commands in the live lab find plan.json
     try:
         t = time.monotonic()
         lab.create_networks(lambda used: _replan(plan, used))
@@ -187,6 +190,8 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
         else:
             lab.up(files, data_dirs)
         result.timings["bring_up"] = time.monotonic() - t
+        if not options.scenario:
+            return result
         t = time.monotonic()
         runner = ScenarioRunner(lab, run_dir, progress=progress)
         try:
@@ -327,26 +332,6 @@ def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:
 
 def _label(plan: LabPlan) -> str:
     return f"{plan.name}/{plan.variant}"
-
-
-def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "topology"}
-        if isinstance(value, dict):
-            return {str(k): convert(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [convert(v) for v in value]
-        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
-                      | ipaddress.IPv4Interface | ipaddress.IPv6Interface):
-            return str(value)
-        if isinstance(value, BaseModel):  # a host's gai_conf
-            return value.model_dump(mode="json")
-        return value
-
-    data = convert(plan)
-    data["topology"] = plan.topology.model_dump(mode="json", by_alias=True, exclude={"variants"})
-    return data
 
 
 @contextmanager
