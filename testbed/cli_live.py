@@ -10,20 +10,35 @@ from __future__ import annotations
 
 import json
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from .adapters import DnsAdapter, MtaAdapter, adapter_for
-from .cli import EXIT_ENVIRONMENT, _common_topology_options, _guard, _mta_overrides, _parse_sets, _topology_path, \
-    console, main, out
+from .cli import EXIT_ENVIRONMENT, EXIT_FAILED, REPO_ROOT, _common_topology_options, _guard, _mta_overrides, \
+    _parse_sets, _topology_path, console, main, out
 from .errors import LabError
 from .model import did_you_mean, load_topology, variant_names
-from .plan import LABEL_EXPIRES, LABEL_HANDLE, LabPlan
+from .plan import LABEL_EXERCISE, LABEL_EXPIRES, LABEL_HANDLE, LabPlan
 from .progressview import ProgressView
 from .source import load_yaml
+
+
+#: The exercise packs shipped with the testbed (`testbed up relay-bounce-home`).
+EXERCISES = REPO_ROOT / "exercises"
+
+
+def exercise_named(name: str) -> Path | None:
+    """An exercise directory or file, or the name of a shipped exercise -> its exercise.yaml (None: not one)."""
+    path = Path(name)
+    for candidate in (path / "exercise.yaml", path, EXERCISES / name / "exercise.yaml"):
+        if candidate.name == "exercise.yaml" and candidate.is_file():
+            return candidate
+    return None
 
 
 class _Ttl(click.ParamType):
@@ -101,20 +116,30 @@ def up(topology: str, variant: str | None, count: int, ttl: float | None, runs: 
     from .livelab import reap_expired
     from .runner import RunOptions, ensure_images_for, plan_runs, run_plans
 
-    path = _topology_path(topology)
+    exercise_path = exercise_named(topology)
+    if exercise_path is not None:
+        from .exercise import load_exercise
+
+        exercise = load_exercise(exercise_path)
+        path, variant = exercise.topology_path, variant or exercise.spec.variant
+        overrides = {**exercise.spec.set, **_mta_overrides(path, mta), **_parse_sets(sets)}
+    else:
+        path = _topology_path(topology)
+        overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
     names = variant_names(load_yaml(path).data)
     if variant is not None and variant not in names:
         raise click.BadParameter(f"{path.name} has no variant {variant!r}{did_you_mean(variant, names)}; "
                                  f"its variants: {', '.join(names)}", param_hint="--variant")
-    overrides = {**_mta_overrides(path, mta), **_parse_sets(sets)}
     topologies = [load_topology(path, variant or names[0], overrides) for _ in range(count)]
     client = fabric.connect()
     for gone in reap_expired(client):
         console.print(f"removed {gone}: its time to live had run out", highlight=False)
     plans = plan_runs(client, topologies, suite)
-    if ttl:
-        for plan in plans:
+    for plan in plans:
+        if ttl:
             plan.labels[LABEL_EXPIRES] = f"{time.time() + ttl:.0f}"
+        if exercise_path is not None:  # `testbed check LAB` finds the exercise's checks here
+            plan.labels[LABEL_EXERCISE] = str(exercise_path.resolve())
     with ProgressView(console) as view:
         images = ensure_images_for(plans, progress=view.image)
         options = RunOptions(keep=True, suite=suite, progress=view.lab, capture=False, scenario=False)
@@ -224,3 +249,66 @@ def start(lab: str, host: str) -> None:
     _, live = _attach(lab)
     live.start(_host(live.plan, host))
     out.print(f"{host} is up again", highlight=False)
+
+
+def _print_outcomes(handle: str, outcomes) -> None:  # noqa: ANN001 - checkrun.CheckOutcome
+    for o in outcomes:
+        mark = "[green]✓[/]" if o.passed else "[red]✗[/]"
+        out.print(f"{mark} [bold]{o.name}[/]: {escape(o.message)}")
+        for line in o.evidence:
+            out.print(f"    {escape(line)}", style="dim")
+        if o.hint:
+            out.print(f"    [yellow]hint:[/] {escape(o.hint)}")
+    good = sum(o.passed for o in outcomes)
+    out.print(f"{handle}: {good}/{len(outcomes)} checks pass", highlight=False)
+
+
+@main.command()
+@click.argument("labs", nargs=-1, required=True)
+@click.option("--exercise", "exercise_file", type=click.Path(exists=True),
+              help="The exercise (directory or exercise.yaml) to check against (default: the one the lab was "
+                   "brought up from).")
+@click.option("--only", multiple=True, help="Only this check (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (for grading scripts).")
+@_guard
+def check(labs: tuple[str, ...], exercise_file: str | None, only: tuple[str, ...], as_json: bool) -> None:
+    """Judge live labs against an exercise's checks: pass and fail messages, hints; exit 0 only if all pass.
+
+    Several LABS (a classroom: `testbed check $(testbed ps --handles)`) are checked one after the other,
+    with a summary.
+    """
+    from .checkrun import run_checks
+    from .exercise import load_exercise
+
+    jobs = []
+    for name in labs:
+        ref, live = _attach(name)
+        path = Path(exercise_file) if exercise_file else None
+        if path is None and ref.labels.get(LABEL_EXERCISE):
+            path = Path(ref.labels[LABEL_EXERCISE])
+        if path is None:
+            raise click.UsageError(f"lab {name!r} was not brought up from an exercise; give --exercise FILE")
+        exercise = load_exercise(exercise_named(str(path)) or path, topology=live.plan.topology)
+        unknown = [o for o in only if o not in {c.name for c in exercise.spec.checks}]
+        if unknown:
+            raise click.BadParameter(f"{exercise.path} has no check {unknown[0]!r}; its checks: "
+                                     f"{', '.join(c.name for c in exercise.spec.checks)}", param_hint="--only")
+        jobs.append((ref.handle or ref.run_id, ref, live, exercise))
+    # A classroom's labs are checked side by side: a check mostly waits for mail to settle.
+    with ProgressView(console) as view, ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+        futures = [pool.submit(run_checks, live, exercise, ref.run_dir or Path("runs"),
+                               lambda m, h=handle: view.lab(h, m), list(only) or None)
+                   for handle, ref, live, exercise in jobs]
+        report = [(handle, exercise, fut.result()) for (handle, _, _, exercise), fut in zip(jobs, futures)]
+    if not as_json:
+        for handle, _, outcomes in report:
+            _print_outcomes(handle, outcomes)
+    if as_json:
+        out.print_json(json.dumps([{"lab": h, "exercise": str(e.path), "title": e.spec.title,
+                                    "passed": all(o.passed for o in oc), "checks": [o.to_dict() for o in oc]}
+                                   for h, e, oc in report]))
+    elif len(report) > 1:
+        done = sum(all(o.passed for o in oc) for _, _, oc in report)
+        out.print(f"{done}/{len(report)} labs pass every check: "
+                  + ", ".join(f"{h} {sum(o.passed for o in oc)}/{len(oc)}" for h, _, oc in report), highlight=False)
+    sys.exit(0 if all(o.passed for _, _, oc in report for o in oc) else EXIT_FAILED)

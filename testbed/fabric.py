@@ -49,6 +49,7 @@ from .plan import (
     RoutedPath,
     SegmentPlan,
     network_options,
+    handle_base,
     next_handle,
     routed_paths_to_dns,
 )
@@ -212,40 +213,38 @@ def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iter
     """Remove the containers, then the networks and volumes, of one run (or of every run within ``scope``).
 
     ``scope``: extra label filters (``owner.scope_labels``), all of which must match.
+    Every object is tried; what the engine refuses to remove is named in one LabError at the end.
     """
     selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN, *scope]
+    refused: list[str] = []
+
+    def removing(what: str, remove: Callable[[], None]) -> None:
+        try:
+            remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            refused.append(f"{what}: {exc.explanation or exc}")
+
     containers = client.api.containers(all=True, filters={"label": selector})
-
-    def remove_container(c: dict) -> None:
-        try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_container, containers))
+        list(pool.map(lambda c: removing(f"container {c['Names'][0].lstrip('/')}",
+                                         lambda: client.api.remove_container(c["Id"], force=True, v=True)),
+                      containers))
     networks = client.api.networks(filters={"label": selector})
-
-    def remove_network(net: dict) -> None:
-        try:
-            client.api.remove_network(net["Id"])
-        except docker.errors.NotFound:
-            pass
-
     # Side by side, like the containers: each removal waits on the engine tearing a bridge down.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_network, networks))
+        list(pool.map(lambda n: removing(f"network {n['Name']}", lambda: client.api.remove_network(n["Id"])),
+                      networks))
     volumes = client.api.volumes(filters={"label": selector}).get("Volumes") or []
-
-    def remove_volume(volume: dict) -> None:
-        try:
-            client.api.remove_volume(volume["Name"], force=True)
-        except docker.errors.NotFound:
-            pass
-
     # Volumes only once their containers are gone; each removal is independent of the others.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_volume, volumes))
+        list(pool.map(lambda v: removing(f"volume {v['Name']}",
+                                         lambda: client.api.remove_volume(v["Name"], force=True)), volumes))
+    if refused:
+        # Seen on engine 20.10: a network whose endpoint the engine never released ("has active
+        # endpoints" with no container on it); only restarting the engine frees it.
+        raise LabError("the engine refused to remove:\n  " + "\n  ".join(refused))
     return len(containers), len(networks)
 
 
@@ -392,7 +391,7 @@ class Lab:
                 self.progress(f"{', '.join(map(str, taken))} taken meanwhile; moved to other subnets")
             # Under the same lock: the handle is unique among the labs on the engine.
             handles = (objs.labels.get(LABEL_HANDLE, "") for objs in list_runs(self.client).values())
-            self.plan.labels[LABEL_HANDLE] = next_handle(self.plan.name, handles)
+            self.plan.labels[LABEL_HANDLE] = next_handle(handle_base(self.plan.name, self.plan.labels), handles)
             segments = list(self.plan.segments.values())
             # Side by side: the subnets are already known free (checked above, under the
             # lock), so the networks do not depend on each other.

@@ -44,6 +44,13 @@ LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed 
 LABEL_HANDLE = "testbed.handle"
 LABEL_RUN_DIR = "testbed.run_dir"  # absolute: where plan.json is, for commands that work in a live lab
 LABEL_EXPIRES = "testbed.expires"  # seconds since the epoch (`testbed up --ttl`); absent: never
+LABEL_EXERCISE = "testbed.exercise"  # absolute path of the exercise.yaml the lab was brought up from
+
+
+def handle_base(name: str, labels: Mapping[str, str]) -> str:
+    """What a lab's handle starts with: its exercise's name (the directory of exercise.yaml), else its topology's."""
+    exercise = labels.get(LABEL_EXERCISE)
+    return exercise.rstrip("/").split("/")[-2] if exercise and "/" in exercise.rstrip("/") else name
 
 
 def next_handle(topology: str, taken: Iterable[str]) -> str:
