@@ -117,4 +117,5 @@ def _probe(lab: LiveLab, probe: ConnectProbe | LookupProbe) -> tuple[bool, str]:
     if probe.empty:
         return not answers, what
     wanted = [a.rstrip(".") for a in probe.answers]
-    return bool(answers) and all(any(w in a for a in answers) for w in wanted), what
+    # An MX answer is "10 mx10.brainbird.nl": the wanted name is its last word.
+    return bool(answers) and all(any(w in (a, a.split()[-1]) for a in answers) for w in wanted), what

@@ -274,8 +274,7 @@ def _print_outcomes(handle: str, outcomes) -> None:  # noqa: ANN001 - checkrun.C
 def check(labs: tuple[str, ...], exercise_file: str | None, only: tuple[str, ...], as_json: bool) -> None:
     """Judge live labs against an exercise's checks: pass and fail messages, hints; exit 0 only if all pass.
 
-    Several LABS (a classroom: `testbed check $(testbed ps --handles)`) are checked one after the other,
-    with a summary.
+    Several LABS (a classroom) are checked side by side, with a summary. See docs/exercises.md.
     """
     from .checkrun import run_checks
     from .exercise import load_exercise

@@ -135,11 +135,12 @@ def load_exercise(path: Path, overrides: dict[str, Any] | None = None, topology:
     try:
         spec = ExerciseFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise TopologyError([doc.problem(_clean_loc(tuple(e["loc"])), _schema_message(e)) for e in exc.errors()]) \
+        raise TopologyError([doc.problem(_clean_loc(tuple(e["loc"])), _schema_message(e)) for e in exc.errors()],
+                            "exercise") \
             from None
     topo_path = (path.parent / spec.topology)
     if not topo_path.is_file():
-        raise TopologyError([doc.problem(("topology",), f"no topology file {topo_path}")])
+        raise TopologyError([doc.problem(("topology",), f"no topology file {topo_path}")], "exercise")
     if topology is None:
         topology = load_topology(topo_path, spec.variant, {**spec.set, **(overrides or {})})
     exercise = Exercise(path, spec, topology)
@@ -150,7 +151,7 @@ def load_exercise(path: Path, overrides: dict[str, Any] | None = None, topology:
         if host not in topology.hosts:
             problems.append(doc.problem(("may_change", i), f"the topology has no host {host!r}"))
     if problems:
-        raise TopologyError(problems)
+        raise TopologyError(problems, "exercise")
     return exercise
 
 
