@@ -202,7 +202,8 @@ def _common_topology_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def plan(topology: str, variant: str | None, api: str, as_json: bool, sets, mta, suite) -> None:
     """Show addresses, routes and DNS records a topology would get (no Docker needed)."""
     from .plan import EngineCaps, plan_lab
-    from .runner import new_run_id, plan_to_dict
+    from .planstore import plan_to_dict
+    from .runner import new_run_id
 
     path = _topology_path(topology)
     topo = load_topology(path, variant, {**_mta_overrides(path, mta), **_parse_sets(sets)})
@@ -275,7 +276,8 @@ def graph(topology: str, variant: str | None, fmt: str, out_file: Path | None, s
     """
     from . import graph as drawing
     from .plan import EngineCaps, plan_lab
-    from .runner import new_run_id, plan_to_dict
+    from .planstore import plan_to_dict
+    from .runner import new_run_id
 
     candidate = Path(topology)
     if candidate.is_dir():
@@ -570,24 +572,31 @@ def matrix_merge(dirs: tuple[Path, ...], out_dir: str | None, junit: str | None,
 
 
 @main.command()
-@click.argument("run_id", required=False)
+@click.argument("lab", required=False)
 @click.option("--all", "everything", is_flag=True,
               help="Remove every lab of yours (of your TESTBED_SESSION, when set); see --everyone.")
 @click.option("--everyone", is_flag=True, help="With --all: every user's labs on this engine, not only yours.")
+@click.option("--expired", is_flag=True, help="Remove every lab whose time to live (`testbed up --ttl`) has run out.")
 @_guard
-def down(run_id: str | None, everything: bool, everyone: bool) -> None:
-    """Remove a kept or leftover lab (containers, networks and volumes carrying its run label)."""
+def down(lab: str | None, everything: bool, everyone: bool, expired: bool) -> None:
+    """Remove a kept or leftover lab, by handle or run id (its containers, networks and volumes)."""
     from . import fabric
+    from .livelab import reap_expired, resolve
     from .owner import is_mine, scope_labels
 
-    if not run_id and not everything:
-        raise click.UsageError("give a RUN_ID (see `testbed ps`) or --all")
+    if not lab and not everything and not expired:
+        raise click.UsageError("give a LAB (its handle or run id: see `testbed ps`), --all or --expired")
     if everyone and not everything:
         raise click.UsageError("--everyone goes with --all")
     client = fabric.connect()
+    if expired:
+        gone = reap_expired(client)
+        out.print(f"removed {len(gone)} expired lab(s){': ' + ', '.join(gone) if gone else ''}", highlight=False)
+        if not lab and not everything:
+            return
     scoped = everything and not everyone
-    containers, networks = fabric.teardown(client, None if everything else run_id,
-                                           scope=scope_labels() if scoped else ())
+    run_id = None if everything else resolve(fabric.list_runs(client), lab).run_id
+    containers, networks = fabric.teardown(client, run_id, scope=scope_labels() if scoped else ())
     out.print(f"removed {containers} container(s) and {networks} network(s)")
     if everything:
         from .rootfs import remove_stale_scratch
@@ -602,33 +611,48 @@ def down(run_id: str | None, everything: bool, everyone: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the labs as JSON.")
 @_guard
-def ps() -> None:
-    """List labs that still have Docker objects: whose, how old, and whether their process is still there."""
+def ps(as_json: bool) -> None:
+    """List labs that still have Docker objects: handle, whose, how old, until when, whether still in use."""
     import time
 
     from . import fabric
+    from .livelab import remaining
     from .owner import LABEL_OWNER, lab_state
-    from .plan import LABEL_LAB, LABEL_VARIANT
+    from .plan import LABEL_HANDLE, LABEL_LAB, LABEL_VARIANT
 
     client = fabric.connect()
     runs = fabric.list_runs(client)
-    if not runs:
+    now = time.time()
+    rows = [{
+        "handle": objs.labels.get(LABEL_HANDLE, ""),
+        "run_id": run_id,
+        "topology": objs.labels.get(LABEL_LAB, "?"),
+        "variant": objs.labels.get(LABEL_VARIANT, "?"),
+        "owner": objs.labels.get(LABEL_OWNER, "?"),
+        "age_s": round(now - objs.created) if objs.created else None,
+        "expires_in": remaining(objs.labels, now),
+        "containers": objs.containers,
+        "state": lab_state(objs.labels),
+    } for run_id, objs in sorted(runs.items(), key=lambda kv: (kv[1].labels.get(LABEL_HANDLE, ""), kv[0]))]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
         out.print("no testbed labs are running")
         return
     table = Table()
-    for col in ("run id", "topology", "variant", "owner", "age", "containers", "state"):
+    for col in ("handle", "run id", "topology", "variant", "owner", "age", "expires in", "containers", "state"):
         table.add_column(col)
-    now = time.time()
-    for run_id, objs in sorted(runs.items()):
-        labels = objs.labels
-        age = f"{(now - objs.created) / 60:.0f} min" if objs.created else "-"
-        state = lab_state(labels)
-        table.add_row(run_id, labels.get(LABEL_LAB, "?"), labels.get(LABEL_VARIANT, "?"), labels.get(LABEL_OWNER, "?"),
-                      age, str(objs.containers), f"[red]{state}[/]" if state == "orphaned" else state)
+    for r in rows:
+        age = f"{r['age_s'] / 60:.0f} min" if r["age_s"] is not None else "-"
+        state = f"[red]{r['state']}[/]" if r["state"] == "orphaned" else r["state"]
+        table.add_row(r["handle"] or "-", r["run_id"], r["topology"], r["variant"], r["owner"], age, r["expires_in"],
+                      str(r["containers"]), state)
     out.print(table)
-    if any(lab_state(o.labels) == "orphaned" for o in runs.values()):
-        out.print("orphaned: the process that made the lab is gone; `testbed down RUN_ID` removes it")
+    if any(r["state"] == "orphaned" for r in rows):
+        out.print("orphaned: the process that made the lab is gone; `testbed down LAB` removes it")
 
 
 # --- nested engines -----------------------------------------------------------------
@@ -733,12 +757,12 @@ def engine_ps() -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("lab")
 @click.argument("action", type=click.Choice(["list", "set", "add", "clear"]))
 @click.argument("rules_file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @_guard
-def dns(run_id: str, action: str, rules_file: str | None) -> None:
-    """Show or change a running lab's DNS behaviour rules (see docs/dns.md).
+def dns(lab: str, action: str, rules_file: str | None) -> None:
+    """Show or change a running lab's DNS behaviour rules (LAB: its handle or run id; see docs/dns.md).
 
     RULES_FILE (YAML or JSON, `-` for stdin) holds a list of rules or presets; a
     rule's client may be a lab host name. Bad rules are refused with every
@@ -755,11 +779,14 @@ def dns(run_id: str, action: str, rules_file: str | None) -> None:
     # Read once (stdin cannot be read twice) and checked before Docker is asked.
     text = (click.get_text_stream("stdin").read() if rules_file == "-" else read_text(Path(rules_file))) if rules_file else ""
     rules = _read_rules(rules_file, text, None) if rules_file else None
+    from .livelab import resolve
+
     client = fabric.connect()
+    run_id = resolve(fabric.list_runs(client), lab).run_id
     containers = fabric.lab_containers(client, run_id)
     servers = [c for c in containers if (c.get("Labels") or {}).get(LABEL_KIND) == "dns"]
     if not servers:
-        raise click.BadParameter(f"no running lab {run_id!r} with a DNS server (see `testbed ps`)", param_hint="RUN_ID")
+        raise click.BadParameter(f"lab {lab!r} has no DNS server running (see `testbed ps`)", param_hint="LAB")
     if rules_file:
         hosts = {(c.get("Labels") or {}).get(LABEL_HOST): (c.get("Labels") or {}).get(LABEL_ADDRESSES, "")
                  for c in containers}
@@ -862,5 +889,10 @@ def _base_source_lines(client: Any, have_debootstrap: bool) -> list[str]:
     return lines
 
 
+# The live-lab commands (up, exec, shell, logs, stop, start) live in their own module.
+from . import cli_live  # noqa: E402,F401 - registers its commands on main
+
 if __name__ == "__main__":
-    main()
+    from testbed.cli import main as registered  # `python -m`: the module copy cli_live registered on
+
+    registered()

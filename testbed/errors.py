@@ -66,3 +66,7 @@ class HostDown(LabError):
     def __init__(self, host: str, detail: str = ""):
         self.host = host
         super().__init__(f"{host} is not running" + (f" ({detail})" if detail else ""))
+
+
+class NoSuchLab(InputError):
+    """No live lab on the engine has the handle or run id the user gave (bad input, not a broken machine)."""

@@ -14,6 +14,9 @@ import io
 import ipaddress
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -34,6 +37,7 @@ from .labapi import ExecResult
 from .plan import (
     ENDPOINT_SYSCTLS,
     LABEL_ADDRESSES,
+    LABEL_HANDLE,
     LABEL_HOST,
     LABEL_KIND,
     LABEL_RUN,
@@ -45,11 +49,14 @@ from .plan import (
     RoutedPath,
     SegmentPlan,
     network_options,
+    handle_base,
+    next_handle,
     routed_paths_to_dns,
 )
 
 READY_LINE = "testbed: ready"  # printed by tb-init once network and service are up
 READY_TIMEOUT_S = 90.0
+FOLLOW_TIMEOUT_S = 7 * 86400  # `testbed logs --follow`: as long as a lab may live
 # Every lab container is bounded: a runaway daemon (or a fork bomb in a student's
 # shell) must not take the machine, which other labs and users share. The
 # largest lab host (Dovecot, or the DNS server with thousands of rules) stays
@@ -206,40 +213,38 @@ def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iter
     """Remove the containers, then the networks and volumes, of one run (or of every run within ``scope``).
 
     ``scope``: extra label filters (``owner.scope_labels``), all of which must match.
+    Every object is tried; what the engine refuses to remove is named in one LabError at the end.
     """
     selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN, *scope]
+    refused: list[str] = []
+
+    def removing(what: str, remove: Callable[[], None]) -> None:
+        try:
+            remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            refused.append(f"{what}: {exc.explanation or exc}")
+
     containers = client.api.containers(all=True, filters={"label": selector})
-
-    def remove_container(c: dict) -> None:
-        try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_container, containers))
+        list(pool.map(lambda c: removing(f"container {c['Names'][0].lstrip('/')}",
+                                         lambda: client.api.remove_container(c["Id"], force=True, v=True)),
+                      containers))
     networks = client.api.networks(filters={"label": selector})
-
-    def remove_network(net: dict) -> None:
-        try:
-            client.api.remove_network(net["Id"])
-        except docker.errors.NotFound:
-            pass
-
     # Side by side, like the containers: each removal waits on the engine tearing a bridge down.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_network, networks))
+        list(pool.map(lambda n: removing(f"network {n['Name']}", lambda: client.api.remove_network(n["Id"])),
+                      networks))
     volumes = client.api.volumes(filters={"label": selector}).get("Volumes") or []
-
-    def remove_volume(volume: dict) -> None:
-        try:
-            client.api.remove_volume(volume["Name"], force=True)
-        except docker.errors.NotFound:
-            pass
-
     # Volumes only once their containers are gone; each removal is independent of the others.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(remove_volume, volumes))
+        list(pool.map(lambda v: removing(f"volume {v['Name']}",
+                                         lambda: client.api.remove_volume(v["Name"], force=True)), volumes))
+    if refused:
+        # Seen on engine 20.10: a network whose endpoint the engine never released ("has active
+        # endpoints" with no container on it); only restarting the engine frees it.
+        raise LabError("the engine refused to remove:\n  " + "\n  ".join(refused))
     return len(containers), len(networks)
 
 
@@ -384,6 +389,9 @@ class Lab:
             if taken:
                 self.plan = replan(used)
                 self.progress(f"{', '.join(map(str, taken))} taken meanwhile; moved to other subnets")
+            # Under the same lock: the handle is unique among the labs on the engine.
+            handles = (objs.labels.get(LABEL_HANDLE, "") for objs in list_runs(self.client).values())
+            self.plan.labels[LABEL_HANDLE] = next_handle(handle_base(self.plan.name, self.plan.labels), handles)
             segments = list(self.plan.segments.values())
             # Side by side: the subnets are already known free (checked above, under the
             # lock), so the networks do not depend on each other.
@@ -621,6 +629,36 @@ class Lab:
         if res.rc == 125 and not self.running(host):
             raise HostDown(host, res.stderr.strip())
         return res
+
+    def exec_stream(self, host: str, command: str) -> Iterator[str]:
+        """`sh -c command` in a host, its output line by line as it comes (`testbed logs --follow`)."""
+        api = self.client.api
+        # A followed log may be quiet for hours: this stream's own client never times out a read.
+        follower = docker.from_env(timeout=FOLLOW_TIMEOUT_S)
+        try:
+            ex = api.exec_create(self.container(host), ["sh", "-c", command])
+            yield from _lines(follower.api.exec_start(ex["Id"], stream=True))
+        except docker.errors.APIError as exc:
+            if not self.running(host):
+                raise HostDown(host, str(exc.explanation or exc)) from None
+            raise LabError(f"{host}: {exc.explanation or exc}") from None
+        finally:
+            follower.close()
+
+    def interactive(self, host: str, argv: list[str]) -> int:
+        """A command with the user's terminal attached (`testbed shell`), through the docker CLI.
+
+        The Docker API's attach is not a terminal; the CLI handles raw mode,
+        window size and signals. It honours DOCKER_HOST like this process does.
+        """
+        if not self.running(host):
+            raise HostDown(host, "not running")
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise LabError("an interactive shell needs the docker command line (Debian: docker.io, or docker-cli); "
+                           f"without it: testbed exec LAB {host} -- COMMAND")
+        tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        return subprocess.call([docker_cli, "exec", "-i", *tty, self.container(host), *argv])
 
     def read_file(self, host: str, path: str) -> str:
         """A file's text; one that does not exist (yet) reads as empty, a failed read raises."""

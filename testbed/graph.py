@@ -1,7 +1,7 @@
 """A lab drawn with graphviz: segments coloured by family, hosts, routers, MX preferences, message paths.
 
 Pure where it can be: ``dot_source`` turns a plan (as ``plan.json`` holds it,
-``runner.plan_to_dict``) into graphviz dot source without any binary; only
+``planstore.plan_to_dict``) into graphviz dot source without any binary; only
 ``render`` needs graphviz's ``dot`` (Debian's graphviz package) to turn it
 into SVG or PNG.
 

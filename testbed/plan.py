@@ -40,6 +40,26 @@ LABEL_KIND = "testbed.kind"
 #: The endpoint driver option for per-interface sysctls (API 1.46, moby#47686).
 ENDPOINT_SYSCTLS = "com.docker.network.endpoint.sysctls"
 LABEL_ADDRESSES = "testbed.addresses"  # the host's lab addresses, for `testbed dns` rules by host name
+#: The lab's short name for people (`testbed shell mx-routing-1 relay`): unique on the engine, given at creation.
+LABEL_HANDLE = "testbed.handle"
+LABEL_RUN_DIR = "testbed.run_dir"  # absolute: where plan.json is, for commands that work in a live lab
+LABEL_EXPIRES = "testbed.expires"  # seconds since the epoch (`testbed up --ttl`); absent: never
+LABEL_EXERCISE = "testbed.exercise"  # absolute path of the exercise.yaml the lab was brought up from
+
+
+def handle_base(name: str, labels: Mapping[str, str]) -> str:
+    """What a lab's handle starts with: its exercise's name (the directory of exercise.yaml), else its topology's."""
+    exercise = labels.get(LABEL_EXERCISE)
+    return exercise.rstrip("/").split("/")[-2] if exercise and "/" in exercise.rstrip("/") else name
+
+
+def next_handle(topology: str, taken: Iterable[str]) -> str:
+    """``<topology>-<n>`` with the smallest n no lab on the engine holds (a handle people type)."""
+    used = set(taken)
+    n = 1
+    while f"{topology}-{n}" in used:
+        n += 1
+    return f"{topology}-{n}"
 
 
 @dataclass(frozen=True)

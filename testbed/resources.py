@@ -1,8 +1,8 @@
-"""Where the bundled data is: topologies, the matrix spec and the image recipes.
+"""Where the bundled data is: topologies, the matrix spec, the exercises and the image recipes.
 
 They are package data (``testbed/data/``), so an installed wheel is enough: in the
-checkout ``testbed/data/topologies`` and ``testbed/data/images`` are symlinks to the
-top-level ``topologies/`` and ``images/`` (where people edit them), and the wheel
+checkout ``testbed/data/topologies``, ``exercises`` and ``images`` are symlinks to the
+top-level ``topologies/``, ``exercises/`` and ``images/`` (where people edit them), and the wheel
 carries copies of what they point at. Every other module asks here; none works out
 paths from ``__file__`` or the checkout root.
 """
@@ -51,6 +51,11 @@ def bundled_topology(name: str) -> Path | None:
     """``topologies/<name>.yaml`` if it is bundled, else None."""
     path = topologies_dir() / f"{name}{TOPOLOGY_SUFFIX}"
     return path if path.is_file() else None
+
+
+def exercises_dir() -> Path:
+    """The exercise packs (``exercises/<name>/exercise.yaml`` in the checkout)."""
+    return data_dir() / "exercises"
 
 
 def images_dir() -> Path:

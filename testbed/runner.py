@@ -9,7 +9,6 @@ them).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import secrets
 import signal
@@ -24,17 +23,18 @@ from typing import Any
 
 import docker
 import docker.errors
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from . import fabric, observe, pcapread, serverside, timeline
 from .capture import CaptureFile
 from .adapters import adapter_for
 from .errors import TestbedError
 from .fabric import Lab
-from .labapi import ManagedLab
+from .labapi import LiveLab, ManagedLab
 from .owner import owner_labels
 from .model import Topology
-from .plan import IPNetwork, LabPlan, image_of, plan_lab
+from .plan import LABEL_RUN_DIR, IPNetwork, LabPlan, image_of, plan_lab
+from .planstore import plan_to_dict
 from .preflight import check_pools, host_reserved
 from .render import lab_files, write_tree
 from .results import RunResult
@@ -60,6 +60,8 @@ class RunOptions:
     engine: str = ""
     #: A pcap per segment in RUN_DIR/captures (capture.py), read into the timeline.
     capture: bool = True
+    #: False: bring the lab up and stop there (`testbed up`): no steps, nothing judged.
+    scenario: bool = True
 
 
 def new_run_id() -> str:
@@ -167,6 +169,7 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
     api = ".".join(map(str, plan.caps.api_version))
     result.engine = f"Docker {options.engine} (API {api})" if options.engine else f"Docker (API {api})"
     progress = lab.progress
+    plan.labels[LABEL_RUN_DIR] = str(run_dir.path.resolve())  # where commands in the live lab find plan.json
     try:
         t = time.monotonic()
         lab.create_networks(lambda used: _replan(plan, used))
@@ -187,6 +190,8 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
         else:
             lab.up(files, data_dirs)
         result.timings["bring_up"] = time.monotonic() - t
+        if not options.scenario:
+            return result
         t = time.monotonic()
         runner = ScenarioRunner(lab, run_dir, progress=progress)
         try:
@@ -213,7 +218,10 @@ def run_one(lab: ManagedLab, options: RunOptions) -> RunResult:
                 _save_container_logs(lab, run_dir)
             except (TestbedError, docker.errors.DockerException, OSError) as exc:
                 progress(f"could not save the containers' logs: {exc}")  # teardown must still happen
-            lab.teardown()
+            try:
+                lab.teardown()
+            except TestbedError as exc:  # the verdict stands; what is left is named (and `testbed ps` shows it)
+                progress(f"teardown: {exc}")
             result.timings["teardown"] = time.monotonic() - t
         else:
             result.kept = True
@@ -250,10 +258,23 @@ def _replan(plan: LabPlan, used: list[IPNetwork]) -> LabPlan:
 
 def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: RunResult, verdict: bool = True) -> None:
     """Collect the lab's evidence into the run directory; with ``verdict``, judge it too."""
-    plan = lab.plan
     # The capture first: what follows (reading mailboxes over IMAP) is the testbed's, not the scenario's.
     result.captures = lab.collect_captures(run_dir.path)
-    connections_seen = capture_connections(run_dir, result.captures)
+    obs = collect_evidence(lab, run_dir, runner, capture_connections(run_dir, result.captures))
+    result.histories = obs.histories
+    result.versions = observe.versions(lab)
+    if verdict:
+        result.checks = evaluate(lab.plan, obs)
+
+
+def collect_evidence(lab: LiveLab, run_dir: RunDir, runner: ScenarioRunner,
+                     captured: Sequence[pcapread.SeenConnection] = ()) -> Observation:
+    """Everything the verdict reads, written into the run directory as well (logs, queues, timeline...).
+
+    Also what `testbed check` reads after its own steps in a live lab: the messages are the
+    runner's plan's (a check's own steps), the hosts the lab's.
+    """
+    plan = runner.plan
     # One kind of evidence after the other (each is read from every host at once):
     # reading them all at once as well was tried, and more execs at a time make
     # docker-py's exec streams lose their framing under load ("79 is not a valid
@@ -278,22 +299,19 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
     run_dir.write_text("dns-queries.jsonl", dns_log)
     tracker = Tracker(plan, events, {h: q for h, q in queues.items() if q})
     specs = plan.messages()
-    result.histories = {
+    histories = {
         name: tracker.history(name, runner.message_ids[name], tuple(spec.to))
         for name, spec in specs.items()
         if name in runner.message_ids
     }
-    result.versions = observe.versions(lab)
     dns_queries = observe.parse_query_log(dns_log)
     entries = timeline.build([r.to_dict() for r in runner.records], dns_queries, runner.clients.values(),
-                             connections, events, result.histories, plan.dns_server, time.gmtime().tm_year,
-                             captured=connections_seen, message_ids=runner.message_ids,
+                             connections, events, histories, plan.dns_server, time.gmtime().tm_year,
+                             captured=captured, message_ids=runner.message_ids,
                              hosts_by_address=plan.hosts_by_address())
     run_dir.write_text("timeline.jsonl", timeline.jsonl(entries))
-    if not verdict:
-        return
-    obs = Observation(
-        histories=result.histories,
+    return Observation(
+        histories=histories,
         mailboxes=mailboxes,
         queues=queues,
         dns_queries=dns_queries,
@@ -302,7 +320,6 @@ def _judge(lab: ManagedLab, run_dir: RunDir, runner: ScenarioRunner, result: Run
         clients=runner.clients,
         connections=connections,
     )
-    result.checks = evaluate(plan, obs)
 
 
 def capture_connections(run_dir: RunDir, captures: Sequence[CaptureFile]) -> list[pcapread.SeenConnection]:
@@ -327,26 +344,6 @@ def _save_container_logs(lab: ManagedLab, run_dir: RunDir) -> None:
 
 def _label(plan: LabPlan) -> str:
     return f"{plan.name}/{plan.variant}"
-
-
-def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "topology"}
-        if isinstance(value, dict):
-            return {str(k): convert(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [convert(v) for v in value]
-        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
-                      | ipaddress.IPv4Interface | ipaddress.IPv6Interface):
-            return str(value)
-        if isinstance(value, BaseModel):  # a host's gai_conf
-            return value.model_dump(mode="json")
-        return value
-
-    data = convert(plan)
-    data["topology"] = plan.topology.model_dump(mode="json", by_alias=True, exclude={"variants"})
-    return data
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from .model import (
     StopStep,
 )
 from .observe import mta_hosts, parallel
+from .plan import LabPlan
 from .rundir import RunDir
 
 PROBE_TIMEOUT_S = 20
@@ -116,9 +117,13 @@ class QuietWindow:
 
 
 class ScenarioRunner:
-    def __init__(self, lab: LiveLab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None):
+    def __init__(self, lab: LiveLab, run_dir: RunDir, progress: Callable[[str], None] = lambda _: None,
+                 plan: LabPlan | None = None, message_tag: str | None = None):
+        """``plan``: the steps to run, when not the lab's own (`testbed check`: a check's steps in a live lab);
+        ``message_tag``: in every Message-ID instead of the run id, so a message sent again is a new one."""
         self.lab = lab
-        self.plan = lab.plan
+        self.plan = plan or lab.plan
+        self.message_tag = message_tag or self.plan.run_id
         self.run_dir = run_dir
         self.progress = progress
         self.records: list[StepRecord] = []
@@ -127,7 +132,8 @@ class ScenarioRunner:
         # host -> (log offset at flush time, queue ids that must show a new attempt)
         self._flushed: dict[str, tuple[int, set[str]]] = {}
         self._t0 = time.monotonic()
-        self._down: set[str] = set()
+        #: Hosts not running: stopped by a step, or (a live lab) by the person working in it.
+        self._down: set[str] = set() if plan is None else {h for h in self.plan.hosts if not lab.running(h)}
         self.clients: dict[str, ClientResult] = {}
         self._versions: dict[str, str] = {}
 
@@ -192,7 +198,7 @@ class ScenarioRunner:
         client_name = spec.client or next(h.name for h in self.plan.hosts.values() if h.kind == "client")
         client = self.plan.hosts[client_name]
         server = self.plan.hosts[spec.via]
-        message_id = message_id_for(spec.id, self.plan.run_id, client.fqdn)
+        message_id = message_id_for(spec.id, self.message_tag, client.fqdn)
         self.message_ids[spec.id] = message_id
         swaks = adapter_for(client.software, ClientAdapter)
         cmd = swaks.send_command(
@@ -321,7 +327,7 @@ class ScenarioRunner:
             family=spec.family,
             sender=spec.sender or f"{spec.host}@{domain}",
             recipients=tuple(spec.to),
-            message_id=message_id_for(spec.id, self.plan.run_id, host.fqdn),
+            message_id=message_id_for(spec.id, self.message_tag, host.fqdn),
             subject=spec.subject or f"testbed {spec.id}",
             helo=host.fqdn,
             user=spec.mailbox or "",

@@ -13,7 +13,7 @@ from testbed import graph
 from testbed.cli import main
 from testbed.model import load_topology
 from testbed.plan import EngineCaps, plan_lab
-from testbed.runner import plan_to_dict
+from testbed.planstore import plan_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = ROOT / "tests" / "data" / "rundir"

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SUITES = ("bookworm", "trixie")
 # What the wheel is built from: the project files setuptools reads, and the data the
 # package's symlinks point at.
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "testbed", "topologies", "images")
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "testbed", "topologies", "exercises", "images")
 _JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
@@ -120,6 +120,7 @@ def test_the_built_package_holds_every_topology_and_image_recipe(built_package: 
     assert not (data / "topologies").is_symlink() and not (data / "images").is_symlink()
     assert tree(data / "topologies") == tree(REPO / "topologies")
     assert tree(data / "images") == tree(REPO / "images")  # executable bits included
+    assert tree(data / "exercises") == tree(REPO / "exercises")  # briefs, checks and the teachers' solutions
     assert tree(built_package / "testbed/templates") == tree(REPO / "testbed/templates")
 
 
