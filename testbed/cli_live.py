@@ -325,9 +325,16 @@ def reset(lab: str) -> None:
     live.progress = lambda line: console.print(f"  {line}", highlight=False, markup=False)
     files = lab_files(plan)
     data_dirs = {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()}
-    removed = live.remove_hosts()
-    console.print(f"removed {removed} host container(s) and their queues and mailboxes", highlight=False)
-    live.up(files, data_dirs)
     handle = plan.labels.get(LABEL_HANDLE) or plan.run_id
+    try:
+        removed = live.remove_hosts()
+        console.print(f"removed {removed} host container(s) and their queues and mailboxes", highlight=False)
+        live.up(files, data_dirs)
+    except KeyboardInterrupt:
+        # Not _guard's "the lab's Docker objects were removed": its networks are there, some hosts may be.
+        live.cancel()
+        console.print(f"reset interrupted: {handle} is half made; `testbed reset {handle}` again, or "
+                      f"`testbed down {handle}`", style="red", highlight=False, markup=False)
+        sys.exit(130)
     out.print(f"{handle} is reset: {len(plan.hosts)} hosts as they came up, in {time.monotonic() - started:.1f} s",
               highlight=False)
