@@ -257,7 +257,7 @@ def capture_command(lab: str, segment: str, write: str | None, bpf: str | None, 
     sink = contextlib.nullcontext(sys.stdout.buffer) if write in (None, "-") else _open_pcap(write)
 
     def message(line: str) -> None:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # tcpdump's lines whole
 
     try:
         with live.live_capture(segment, bpf, count, pcap, on_message=message) as running, sink as stream:
