@@ -144,3 +144,32 @@ def tcpdump_counts(stderr: str) -> dict[str, int]:
             if rest == words and number.isdigit():
                 out[key] = int(number)
     return out
+
+
+# --- `testbed capture`: one segment of a live lab, streamed to the user -----------------------
+
+#: The label kind of a `testbed capture` sidecar; `testbed down` removes a leftover one by the run's label.
+LIVE_KIND = "capture-live"
+
+
+def live_filter(plan: LabPlan, extra: str | None = None) -> str:
+    """The lab filter, ANDed with the user's own BPF expression: a capture never holds traffic from outside the lab."""
+    lab = lab_filter(plan)
+    extra = (extra or "").strip()
+    return f"({lab}) and ({extra})" if extra else lab
+
+
+def live_command(bridge: str, bpf: str, count: int | None = None, pcap: bool = False) -> list[str]:
+    """tcpdump's argv for `testbed capture`: text lines or pcap bytes on its standard output.
+
+    Text: ``-n -l`` (numeric, one line as soon as its packet arrives). Pcap:
+    ``-w - -U``, each packet written whole as it arrives, so a reader at the
+    other end of a pipe (``tshark -r -``) sees it at once. "listening on ..."
+    and the closing counts go to standard error, which the fabric keeps apart
+    from the pcap bytes.
+    """
+    argv = ["tcpdump", "-i", bridge, "-n", "-s", str(SNAPLEN)]
+    argv += ["-U", "-w", "-"] if pcap else ["-l"]
+    if count is not None:
+        argv += ["-c", str(count)]
+    return [*argv, bpf]

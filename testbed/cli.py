@@ -889,7 +889,7 @@ def _base_source_lines(client: Any, have_debootstrap: bool) -> list[str]:
     return lines
 
 
-# The live-lab commands (up, exec, shell, logs, stop, start) live in their own module.
+# The live-lab commands (up, exec, shell, logs, stop, start, capture, reset) live in their own module.
 from . import cli_live  # noqa: E402,F401 - registers its commands on main
 
 if __name__ == "__main__":

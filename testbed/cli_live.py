@@ -1,4 +1,4 @@
-"""The commands that work in a live lab: up, exec, shell, logs, stop, start.
+"""The commands that work in a live lab: up, exec, shell, logs, stop, start, capture, reset.
 
 A lab is named by its handle (``mx-routing-1``, printed by `testbed up` and
 `testbed ps`) or its run id. Every command here finds it through
@@ -8,8 +8,11 @@ scenario use.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import signal
 from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
@@ -22,7 +25,7 @@ from .adapters import DnsAdapter, MtaAdapter, adapter_for
 from . import resources
 from .cli import EXIT_ENVIRONMENT, EXIT_FAILED, _common_topology_options, _guard, _mta_overrides, \
     _parse_sets, _topology_path, console, main, out
-from .errors import LabError
+from .errors import CaptureFailed, LabError
 from .model import did_you_mean, load_topology, variant_names
 from .plan import LABEL_EXERCISE, LABEL_EXPIRES, LABEL_HANDLE, LabPlan
 from .progressview import ProgressView
@@ -308,3 +311,114 @@ def check(labs: tuple[str, ...], exercise_file: str | None, only: tuple[str, ...
         out.print(f"{done}/{len(report)} labs pass every check: "
                   + ", ".join(f"{h} {sum(o.passed for o in oc)}/{len(oc)}" for h, _, oc in report), highlight=False)
     sys.exit(0 if all(o.passed for _, _, oc in report for o in oc) else EXIT_FAILED)
+
+
+def _segment(plan: LabPlan, segment: str) -> str:
+    if segment not in plan.segments:
+        raise click.BadParameter(f"lab {plan.labels.get(LABEL_HANDLE) or plan.run_id} has no segment {segment!r}"
+                                 f"{did_you_mean(segment, plan.segments)}; its segments: "
+                                 f"{', '.join(sorted(plan.segments))}", param_hint="SEGMENT")
+    return segment
+
+
+@main.command("capture")
+@click.argument("lab")
+@click.argument("segment")
+@click.option("-w", "write", metavar="FILE", help="Write a pcap file (tshark -r FILE); '-': pcap bytes on stdout.")
+@click.option("--filter", "bpf", metavar="BPF", help="Only packets this tcpdump filter also matches (ANDed with "
+              "the lab's own: the capture never holds traffic from outside the lab).")
+@click.option("--count", "-c", type=click.IntRange(1), help="Stop after this many packets.")
+@_guard
+def capture_command(lab: str, segment: str, write: str | None, bpf: str | None, count: int | None) -> None:
+    """Capture a lab segment: tcpdump's lines as packets come, or a pcap (-w FILE, -w - for a pipe). Ctrl-C stops."""
+    _, live = _attach(lab)
+    _segment(live.plan, segment)
+    pcap = write is not None
+    if write == "-" and sys.stdout.isatty():
+        raise click.UsageError("-w - writes pcap bytes to stdout, which is a terminal here; pipe it "
+                               "(| tshark -r -) or give a file")
+    # stdout stays open for Python's own last flush; a file is closed with the capture.
+    sink = contextlib.nullcontext(sys.stdout.buffer) if write in (None, "-") else _open_pcap(write)
+
+    def message(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # tcpdump's lines whole
+
+    try:
+        with live.live_capture(segment, bpf, count, pcap, on_message=message) as running, sink as stream:
+            _stream_until_stopped(running, stream)
+    except CaptureFailed as exc:
+        # tcpdump names the bridge when the interface is the trouble; anything else it could not
+        # start on is the user's filter ("syntax error", "unknown port 'smtpp'").
+        if bpf and live.plan.segments[segment].bridge not in str(exc):
+            raise click.BadParameter(f"{bpf!r}: {exc}", param_hint="--filter") from None
+        raise
+    except BrokenPipeError:
+        # The reader went away (`| head`, tshark done): the sidecar is gone already; keep Python's
+        # final flush of stdout from failing too.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for tcpdump; the sidecar is removed
+        console.print("capture interrupted", highlight=False)
+        sys.exit(130)
+    if write not in (None, "-"):
+        console.print(f"wrote {write}", highlight=False, markup=False)
+
+
+def _open_pcap(path: str):
+    try:
+        return open(path, "wb")  # noqa: SIM115 - closed with the capture, below
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror}", param_hint="-w") from None
+
+
+def _stream_until_stopped(running, sink) -> None:  # noqa: ANN001 - fabric.LiveCapture, a binary file
+    """Copy the capture to ``sink`` until tcpdump ends: its count reached, or Ctrl-C / SIGTERM.
+
+    The first signal asks tcpdump to finish, and the copy goes on until its
+    last byte, so a pcap file is whole; a second one gives up at once.
+    """
+    def finish(signum, frame) -> None:  # noqa: ANN001 - signal handler
+        if running.stopped:
+            raise KeyboardInterrupt
+        running.stop()
+
+    previous = {sig: signal.signal(sig, finish) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for chunk in running:
+            sink.write(chunk)
+            sink.flush()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@main.command()
+@click.argument("lab")
+@_guard
+def reset(lab: str) -> None:
+    """Put a lab back as it came up: every host made again from the plan (queues, mailboxes, configurations).
+
+    The lab keeps its handle, run id, addresses, networks and time to live; a stopped host runs again.
+    """
+    from .render import lab_files
+
+    started = time.monotonic()
+    _, live = _attach(lab)
+    plan = live.plan
+    live.progress = lambda line: console.print(f"  {line}", highlight=False, markup=False)
+    files = lab_files(plan)
+    data_dirs = {h.name: adapter_for(h.software).data_dirs for h in plan.hosts.values()}
+    handle = plan.labels.get(LABEL_HANDLE) or plan.run_id
+    try:
+        removed = live.remove_hosts()
+        console.print(f"removed {removed} host container(s) and their queues and mailboxes", highlight=False)
+        live.up(files, data_dirs)
+    except KeyboardInterrupt:
+        # Not _guard's "the lab's Docker objects were removed": its networks are there, some hosts may be.
+        live.cancel()
+        console.print(f"reset interrupted: {handle} is half made; `testbed reset {handle}` again, or "
+                      f"`testbed down {handle}`", style="red", highlight=False, markup=False)
+        sys.exit(130)
+    out.print(f"{handle} is reset: {len(plan.hosts)} hosts as they came up, in {time.monotonic() - started:.1f} s",
+              highlight=False)

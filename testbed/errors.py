@@ -70,3 +70,7 @@ class HostDown(LabError):
 
 class NoSuchLab(InputError):
     """No live lab on the engine has the handle or run id the user gave (bad input, not a broken machine)."""
+
+
+class CaptureFailed(LabError):
+    """tcpdump would not capture: a bad --filter expression, most often (its own words say which)."""

@@ -13,6 +13,7 @@ import hashlib
 import io
 import ipaddress
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -28,11 +29,11 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from docker.types import IPAMConfig, IPAMPool, Mount
+from docker.types import IPAMConfig, IPAMPool, LogConfig, Mount
 
 from . import capture
 from .adapters import RenderedFile
-from .errors import DockerUnavailable, HostDown, LabError
+from .errors import CaptureFailed, DockerUnavailable, HostDown, LabError
 from .labapi import ExecResult
 from .plan import (
     ENDPOINT_SYSCTLS,
@@ -587,6 +588,49 @@ class Lab:
             out.append(capture.CaptureFile(seg.segment, seg.family, seg.file, len(data), **counts))
         return out
 
+    def live_capture(self, segment: str, bpf: str | None = None, count: int | None = None, pcap: bool = False,
+                     on_message: Progress = _quiet) -> LiveCapture:
+        """`testbed capture`: a sidecar with a tcpdump on one segment's bridge, its output streamed back.
+
+        ``bpf`` is ANDed with the lab filter; ``on_message`` gets tcpdump's
+        standard error ("listening on ...", the closing counts) line by line,
+        never mixed into the stream. The caller closes the returned capture
+        (it is a context manager), which removes the sidecar.
+        """
+        seg = self.plan.segments[segment]
+        argv = capture.live_command(seg.bridge, capture.live_filter(self.plan, bpf), count, pcap)
+        dns = self.plan.hosts[self.plan.dns_server]
+        api = self.client.api
+        # Unique: several `testbed capture` may run on one lab, beside the run's own capture sidecar.
+        name = f"{self.capture_container}-{segment}-{secrets.token_hex(3)}"
+        try:
+            created = api.create_container(
+                image=self.images.get((dns.suite, dns.image), f"testbed/{dns.image}:{dns.suite}"),
+                name=name,
+                entrypoint=[],
+                command=argv,
+                labels={**self.plan.labels, LABEL_KIND: capture.LIVE_KIND},
+                host_config=api.create_host_config(
+                    init=True, network_mode="host", cap_add=["NET_RAW", "NET_ADMIN"],
+                    mem_limit=CONTAINER_MEMORY, pids_limit=CONTAINER_PIDS,
+                    # The bytes go to the attached client only: a log driver would store (and the
+                    # json-file driver mangle) binary pcap data nobody reads.
+                    log_config=LogConfig(type=LogConfig.types.NONE),
+                ),
+                detach=True,
+            )
+        except docker.errors.ImageNotFound:
+            raise LabError(f"image testbed/{dns.image}:{dns.suite} is missing; run `testbed images --build`") from None
+        except docker.errors.DockerException as exc:
+            raise LabError(f"cannot start a capture on {segment}: {getattr(exc, 'explanation', None) or exc}") from None
+        live = LiveCapture(self.client, created["Id"], segment, on_message)
+        try:
+            live.start()
+        except BaseException:
+            live.close()
+            raise
+        return live
+
     # --- readiness, exec, files -------------------------------------------------
 
     def wait_ready(self, host: str, boots_before: int = 0) -> None:
@@ -693,5 +737,120 @@ class Lab:
             raise LabError(f"cannot start {host}: {exc.explanation}") from None
         self.wait_ready(host, boots)
 
+    def remove_hosts(self) -> int:
+        """Remove the lab's host containers and their data volumes (`testbed reset`); how many hosts.
+
+        The networks stay, and so does every other object of the run (a
+        `testbed capture` sidecar keeps capturing): only objects with a host
+        label go. ``up`` creates the hosts again from the plan.
+        """
+        api = self.client.api
+        selector = {"label": [f"{LABEL_RUN}={self.plan.run_id}", LABEL_HOST]}
+        containers = api.containers(all=True, filters=selector)
+
+        def remove_container(c: dict) -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(c["Id"], force=True, v=True)
+
+        def remove_volume(volume: dict) -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_volume(volume["Name"], force=True)
+
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(remove_container, containers))
+            # Queues and mailboxes: only once their containers are gone.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(remove_volume, api.volumes(filters=selector).get("Volumes") or []))
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot remove the lab's hosts: {exc.explanation or exc}") from None
+        return len(containers)
+
     def teardown(self) -> tuple[int, int]:
         return teardown(self.client, self.plan.run_id)
+
+
+class LiveCapture:
+    """A running `testbed capture` sidecar: its tcpdump's standard output as it comes.
+
+    Iterate for the bytes (text lines or pcap); ``stop`` asks tcpdump to
+    finish (it writes its last packet and exits, and the iteration ends), and
+    ``close`` removes the sidecar, whatever state it is in.
+    """
+
+    def __init__(self, client: docker.DockerClient, container: str, segment: str, on_message: Progress):
+        self.client = client
+        self.container = container
+        self.segment = segment
+        self.on_message = on_message
+        self.stopped = False
+        self._errors: list[str] = []  # tcpdump's words before it listened: why it could not start
+        self._listening = threading.Event()
+        # A capture may be quiet for hours: its streams' own client never times out a read.
+        self._follower = docker.from_env(timeout=FOLLOW_TIMEOUT_S)
+        self._stdout: Iterator[bytes] | None = None
+        self._stderr_reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        api = self._follower.api
+        try:
+            # Attached before the start, so not a byte is missed (pcap: its file header first);
+            # stdout and stderr each on its own stream, so "listening on" never lands in a pcap.
+            self._stdout = api.attach(self.container, stdout=True, stderr=False, stream=True, logs=False)
+            stderr = api.attach(self.container, stdout=False, stderr=True, stream=True, logs=False)
+            self._stderr_reader = threading.Thread(target=self._relay, args=(stderr,), daemon=True)
+            self._stderr_reader.start()
+            self.client.api.start(self.container)
+        except docker.errors.DockerException as exc:
+            raise LabError(f"cannot start a capture on {self.segment}: "
+                           f"{getattr(exc, 'explanation', None) or exc}") from None
+
+    def _relay(self, stream: Iterable[bytes]) -> None:
+        with contextlib.suppress(docker.errors.DockerException, OSError, ValueError):
+            for line in _lines(stream):
+                # "listening on br-…", or with -w "tcpdump: listening on br-…": the capture runs.
+                if line.removeprefix("tcpdump: ").startswith("listening on"):
+                    self._listening.set()
+                if self._listening.is_set():
+                    self.on_message(line)
+                else:
+                    self._errors.append(line)
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert self._stdout is not None, "start() first"
+        try:
+            for chunk in self._stdout:
+                if chunk:
+                    yield chunk
+        except (docker.errors.DockerException, OSError) as exc:
+            if not self.stopped:
+                raise LabError(f"the capture on {self.segment} broke off: {exc}") from None
+        self._check_exit()
+
+    def _check_exit(self) -> None:
+        try:
+            rc = self.client.api.wait(self.container, timeout=20).get("StatusCode", 0)
+        except (docker.errors.DockerException, OSError):
+            return  # removed meanwhile (`testbed down`): the bytes so far are all there is
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=5)
+        if rc and not self.stopped:
+            words = "; ".join(self._errors) or f"exit {rc}"
+            raise CaptureFailed(f"tcpdump on segment {self.segment} could not capture: {words}")
+
+    def stop(self) -> None:
+        """Ask tcpdump to end (docker-init passes SIGINT on): it closes its output whole."""
+        self.stopped = True
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            self.client.api.kill(self.container, signal="SIGINT")
+
+    def close(self) -> None:
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            self.client.api.remove_container(self.container, force=True)
+        self._follower.close()
+
+    def __enter__(self) -> LiveCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
