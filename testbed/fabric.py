@@ -577,6 +577,9 @@ class Lab:
         except (docker.errors.DockerException, OSError, tarfile.TarError) as exc:
             raise LabError(f"cannot copy the packet captures: {getattr(exc, 'explanation', None) or exc}") from None
         files = {Path(m.name).name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+        # Its work is done: a lab kept for inspection (--keep) holds its hosts only.
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_container(name, force=True)
         out = []
         (dest / "captures").mkdir(parents=True, exist_ok=True)
         for seg in capture.segment_captures(self.plan):
