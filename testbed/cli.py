@@ -805,7 +805,6 @@ def _read_rules(rules_file: str, text: str, addresses: dict[str, list[str]] | No
     from .dnsserver.rules import parse_rules
     from .model.checks import _parse_rule_path
     from .plan import rules_with_client_addresses
-    from .source import format_path
 
     name = "<stdin>" if rules_file == "-" else rules_file
     doc = parse_yaml(text, name, (dict, list))

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from testbed import fabric
 
 
 def dns_queries(lab, client: str | None = None) -> list[dict]:
@@ -37,3 +44,25 @@ def explain(result) -> str:
     lines = [f"{result.label}: error={result.error}"]
     lines += [f"  {c.status}: {c.description}: {c.detail}" for c in result.checks]
     return "\n".join(lines)
+
+
+# --- the testbed command, as a user runs it ------------------------------------------------
+
+TESTBED = [sys.executable, "-m", "testbed.cli"]
+
+
+def run_testbed(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TESTBED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@contextmanager
+def labs_up(docker_client, cwd: Path, *args: str) -> Iterator[list[dict]]:
+    """`testbed up ARGS --json`: the labs it printed, removed again on every exit path."""
+    proc = run_testbed("up", *args, "--json", cwd=cwd)
+    labs = json.loads(proc.stdout) if proc.returncode == 0 else []
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield labs
+    finally:
+        for lab in labs:
+            fabric.teardown(docker_client, lab["run_id"])

@@ -10,22 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import TESTBED, labs_up, run_testbed
 
-from testbed import fabric
 from testbed.exercise import load_exercise
 
 EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
-TESTBED = [sys.executable, "-m", "testbed.cli"]
-
-
-def run_testbed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TESTBED, *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
-
-
 def apply_solution(exercise: str, handle: str, cwd: Path) -> None:
     """The teacher's solution/apply.sh, which only uses `testbed exec` (as a student would)."""
     env = {**os.environ, "TESTBED": " ".join(TESTBED)}
@@ -44,12 +36,6 @@ def hints(exercise: str) -> dict[str, str]:
     return {c.name: c.hint for c in load_exercise(EXERCISES / exercise).spec.checks}
 
 
-def up(exercise: str, cwd: Path, count: int = 1) -> list[dict]:
-    proc = run_testbed("up", exercise, "--count", str(count), "--ttl", "2h", "--json", cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)
-
-
 def test_every_exercise_has_a_brief_checks_with_hints_and_a_solution() -> None:
     found = sorted(p.parent.name for p in EXERCISES.glob("*/exercise.yaml"))
     assert len(found) >= 2
@@ -61,9 +47,7 @@ def test_every_exercise_has_a_brief_checks_with_hints_and_a_solution() -> None:
 
 
 def test_a_classroom_of_three_relay_bounce_labs(docker_client, tmp_path) -> None:
-    labs: list[dict] = []
-    try:
-        labs = up("relay-bounce-home", tmp_path, count=3)
+    with labs_up(docker_client, tmp_path, "relay-bounce-home", "--count", "3", "--ttl", "2h") as labs:
         handles = [lab["handle"] for lab in labs]
         assert len(set(handles)) == 3 and all(h.startswith("relay-bounce-home-") for h in handles)
         subnets = [set(s for seg in lab["segments"].values() for s in seg["subnets"]) for lab in labs]
@@ -84,16 +68,11 @@ def test_a_classroom_of_three_relay_bounce_labs(docker_client, tmp_path) -> None
         assert not after[handles[0]]["passed"] and not after[handles[2]]["passed"]
         alone = run_testbed("check", handles[1], cwd=tmp_path)
         assert alone.returncode == 0 and "3/3 checks pass" in alone.stdout
-    finally:
-        for lab in labs:
-            fabric.teardown(docker_client, lab["run_id"])
 
 
 @pytest.mark.parametrize("exercise", ["mx-routing-home"])
 def test_the_exercise_is_solvable_with_the_student_commands(exercise: str, docker_client, tmp_path) -> None:
-    labs: list[dict] = []
-    try:
-        labs = up(exercise, tmp_path)
+    with labs_up(docker_client, tmp_path, exercise, "--ttl", "2h") as labs:
         handle = labs[0]["handle"]
         rc, before = check([handle], tmp_path)
         failed = [c for c in before[handle]["checks"] if not c["passed"]]
@@ -102,6 +81,3 @@ def test_the_exercise_is_solvable_with_the_student_commands(exercise: str, docke
         apply_solution(exercise, handle, tmp_path)
         rc, after = check([handle], tmp_path)
         assert rc == 0, json.dumps(after, indent=2)
-    finally:
-        for lab in labs:
-            fabric.teardown(docker_client, lab["run_id"])

@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import labs_up, run_testbed
 
 from testbed import fabric
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "mx-routing.yaml"
 
 
-def run_testbed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, check=False)
-
-
 @pytest.fixture(scope="module")
 def live(docker_client, tmp_path_factory):
     """One mx-routing lab brought up with `testbed up` (kept, with a time to live), removed after the module."""
     cwd = tmp_path_factory.mktemp("live")
-    proc = run_testbed("up", str(TOPOLOGY), "--ttl", "2h", "--json", cwd=cwd)
-    labs = json.loads(proc.stdout) if proc.returncode == 0 else []
-    try:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with labs_up(docker_client, cwd, str(TOPOLOGY), "--ttl", "2h") as labs:
         yield cwd, labs[0]
-    finally:
-        for lab in labs:
-            fabric.teardown(docker_client, lab["run_id"])
 
 
 def test_up_prints_a_handle_and_keeps_the_lab(live, docker_client) -> None:
@@ -81,14 +69,7 @@ def test_an_unknown_lab_is_bad_input(live) -> None:
 
 
 def test_down_by_handle_removes_the_lab(docker_client, tmp_path) -> None:
-    proc = run_testbed("up", str(TOPOLOGY), "--variant", "fixed", "--json", cwd=tmp_path)
-    labs = json.loads(proc.stdout) if proc.returncode == 0 else []
-    try:
-        assert proc.returncode == 0, proc.stderr
-        handle = labs[0]["handle"]
-        gone = run_testbed("down", handle, cwd=tmp_path)
+    with labs_up(docker_client, tmp_path, str(TOPOLOGY), "--variant", "fixed") as labs:
+        gone = run_testbed("down", labs[0]["handle"], cwd=tmp_path)
         assert gone.returncode == 0 and f"removed {len(labs[0]['hosts'])} container(s)" in gone.stdout
         assert labs[0]["run_id"] not in fabric.list_runs(docker_client)
-    finally:
-        for lab in labs:
-            fabric.teardown(docker_client, lab["run_id"])

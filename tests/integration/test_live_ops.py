@@ -13,36 +13,24 @@ import json
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+from helpers import TESTBED, labs_up, run_testbed
 
 from testbed import fabric
 from testbed.capture import LIVE_KIND
 from testbed.plan import LABEL_KIND
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "mx-routing.yaml"
-TESTBED = [sys.executable, "-m", "testbed.cli"]
-
-
-def run_testbed(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TESTBED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def live(docker_client, tmp_path_factory):
     """One mx-routing lab brought up with `testbed up`, removed after the module."""
     cwd = tmp_path_factory.mktemp("live-ops")
-    proc = run_testbed("up", str(TOPOLOGY), "--ttl", "2h", "--json", cwd=cwd)
-    labs = json.loads(proc.stdout) if proc.returncode == 0 else []
-    try:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with labs_up(docker_client, cwd, str(TOPOLOGY), "--ttl", "2h") as labs:
         yield cwd, labs[0]
-    finally:
-        for lab in labs:
-            fabric.teardown(docker_client, lab["run_id"])
 
 
 def start_capture(cwd: Path, *args: str) -> tuple[subprocess.Popen, list[str]]:
