@@ -70,7 +70,7 @@ def test_a_classroom_of_three_relay_bounce_labs(docker_client, tmp_path) -> None
         assert alone.returncode == 0 and "3/3 checks pass" in alone.stdout
 
 
-@pytest.mark.parametrize("exercise", ["mx-routing-home", "relay-bounce-home-exim"])
+@pytest.mark.parametrize("exercise", ["mx-routing-home", "relay-bounce-home-exim", "client-fallback"])
 def test_the_exercise_is_solvable_with_the_student_commands(exercise: str, docker_client, tmp_path) -> None:
     with labs_up(docker_client, tmp_path, exercise, "--ttl", "2h") as labs:
         handle = labs[0]["handle"]
