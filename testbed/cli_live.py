@@ -422,3 +422,33 @@ def reset(lab: str) -> None:
         sys.exit(130)
     out.print(f"{handle} is reset: {len(plan.hosts)} hosts as they came up, in {time.monotonic() - started:.1f} s",
               highlight=False)
+
+
+@main.command()
+@click.argument("lab")
+@click.option("--from", "sender", required=True, help="The envelope sender, e.g. user@skimbee.net.")
+@click.option("--to", "recipients", required=True, multiple=True, help="A recipient (repeatable).")
+@click.option("--via", help="The MTA host the client submits to (default: the sender's domain's relay or MX).")
+@click.option("--client", "client_host", help="The client host that submits it (default: the lab's first client).")
+@click.option("--subject", help="Its Subject (default: testbed ID).")
+@click.option("--json", "as_json", is_flag=True, help="Print the message's history as JSON.")
+@_guard
+def send(lab: str, sender: str, recipients: tuple[str, ...], via: str | None, client_host: str | None,
+         subject: str | None, as_json: bool) -> None:
+    """Send a message in a live lab and follow it like a scenario's: every hop, its family, the bounce."""
+    from .livesend import follow_message, send_step
+
+    ref, live = _attach(lab)
+    step = send_step(live.plan, sender, list(recipients), via, client_host, subject)
+    with ProgressView(console) as view:
+        history, directory = follow_message(live, step, ref.run_dir or Path("runs"),
+                                            progress=lambda m: view.lab(ref.handle or ref.run_id, m))
+    if as_json:
+        out.print_json(json.dumps({**history.to_dict(), "directory": str(directory)}))
+    else:
+        from .report import history_block
+
+        for line in history_block(history):
+            out.print(line)
+        out.print(f"  evidence: {directory}", highlight=False)
+    sys.exit(0 if history.hops else EXIT_FAILED)

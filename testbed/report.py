@@ -70,7 +70,7 @@ def path_line(hist: History) -> Text:
     return line
 
 
-def _history_block(hist: History, indent: str = "") -> list[Text]:
+def history_block(hist: History, indent: str = "") -> list[Text]:
     rcpts = ", ".join(hist.recipients)
     head = Text(f"{indent}{hist.name} → {rcpts}  ")
     head.append(STATE_WORDS.get(hist.state, hist.state), style=_STATE_STYLE.get(hist.state, ""))
@@ -111,7 +111,7 @@ def result_panel(result: RunResult) -> Panel:
         parts.append(Text(f"ERROR: {result.error}", style="bold red"))
     for hist in result.histories.values():
         parts.append(Text(""))
-        parts.extend(_history_block(hist))
+        parts.extend(history_block(hist))
         evidence = hist.decisive_lines()
         if evidence and hist.state != "delivered":
             parts.append(Text("   decisive log lines:", style="dim"))

@@ -62,6 +62,20 @@ def test_logs_show_the_mtas_own_log(live) -> None:
     assert proc.returncode == 0 and "postfix/master" in proc.stdout and "daemon started" in proc.stdout
 
 
+def test_send_follows_an_ad_hoc_message_across_the_lab(live) -> None:
+    cwd, lab = live
+    proc = run_testbed("send", lab["handle"], "--from", "user@skimbee.net", "--to", "user@brainbird.nl", "--json",
+                       cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    history = json.loads(proc.stdout)
+    assert history["state"] == "delivered" and history["path"][0] == "relay"  # the sender's domain's relay
+    assert history["hops"][0]["family"] == "ipv4"  # the relay is IPv4-only
+    assert (Path(history["directory"]) / "timeline.jsonl").is_file()
+    bad = run_testbed("send", lab["handle"], "--from", "user@skimbee.net", "--to", "user@brainbird.nl",
+                      "--via", "mx2O", cwd=cwd)
+    assert bad.returncode == 2 and "did you mean 'mx20'" in bad.stderr
+
+
 def test_an_unknown_lab_is_bad_input(live) -> None:
     cwd, lab = live
     proc = run_testbed("exec", lab["handle"] + "9", "relay", "--", "true", cwd=cwd)

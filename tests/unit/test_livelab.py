@@ -101,3 +101,20 @@ def test_bad_input_to_the_live_lab_commands_is_a_usage_error(args: list[str], me
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_ad_hoc_message_goes_through_the_senders_relay_unless_told() -> None:
+    from recorded import mx_routing_plan
+
+    from testbed.livesend import send_step
+
+    plan = mx_routing_plan()
+    step = send_step(plan, "user@skimbee.net", ["user@brainbird.nl"], None, None, None)
+    assert step.send.via == "relay" and step.send.id.startswith("send-")
+    assert send_step(plan, "user@brainbird.nl", ["user@skimbee.net"], None, "client", "hi").send.via == "mx10"
+    import click
+
+    with pytest.raises(click.BadParameter, match="did you mean 'mx20'"):
+        send_step(plan, "user@skimbee.net", ["user@brainbird.nl"], "mx2O", None, None)
+    with pytest.raises(click.BadParameter, match="address"):
+        send_step(plan, "nobody", ["user@brainbird.nl"], None, None, None)
