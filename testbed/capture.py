@@ -30,6 +30,10 @@ READY_LINE = "testbed: capturing"
 FAILED_PREFIX = "testbed: capture failed"
 #: A packet's first 64 KiB: whole SMTP segments, so a reader sees every command and reply.
 SNAPLEN = 65535
+#: Each packet handed to tcpdump as it arrives. Without it libpcap passes packets on in
+#: blocks, up to a second late, and a tcpdump stopped meanwhile never writes the last ones
+#: (seen: a capture stopped right after a ping lacked its last echo and reply).
+IMMEDIATE = "--immediate-mode"
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,14 @@ def sidecar_script(captures: list[SegmentCapture]) -> str:
     """The sidecar's shell script: a tcpdump per segment; ready once all listen; ends when they do.
 
     ``-U`` writes each packet as it arrives, so a capture read while the lab
-    runs (``testbed capture``) is whole up to its last packet. The sidecar is
-    stopped with SIGINT to every tcpdump (each closes its file), after which
-    the script exits and the files are copied out of the stopped container.
+    runs is whole up to its last packet. The sidecar is stopped with SIGTERM
+    to every tcpdump (each closes its file), after which the script exits and
+    the files are copied out of the stopped container.
     """
     lines = ["set -u", f"mkdir -p {CAPTURE_DIR}", "pids="]
     for cap in captures:
         lines.append(
-            f"tcpdump -i {shlex.quote(cap.bridge)} -n -U -s {SNAPLEN} -w {shlex.quote(cap.sidecar_path)} "
+            f"tcpdump -i {shlex.quote(cap.bridge)} {IMMEDIATE} -n -U -s {SNAPLEN} -w {shlex.quote(cap.sidecar_path)} "
             f"{shlex.quote(cap.bpf)} 2>{shlex.quote(cap.sidecar_err)} & pids=\"$pids $!\""
         )
     errs = " ".join(shlex.quote(c.sidecar_err) for c in captures)
@@ -168,7 +172,7 @@ def live_command(bridge: str, bpf: str, count: int | None = None, pcap: bool = F
     and the closing counts go to standard error, which the fabric keeps apart
     from the pcap bytes.
     """
-    argv = ["tcpdump", "-i", bridge, "-n", "-s", str(SNAPLEN)]
+    argv = ["tcpdump", "-i", bridge, IMMEDIATE, "-n", "-s", str(SNAPLEN)]
     argv += ["-U", "-w", "-"] if pcap else ["-l"]
     if count is not None:
         argv += ["-c", str(count)]

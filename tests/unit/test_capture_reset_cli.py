@@ -25,13 +25,13 @@ def test_a_users_filter_is_anded_with_the_lab_filter() -> None:
 
 def test_text_lines_are_numeric_and_line_buffered() -> None:
     argv = live_command("br-abc", "net 10.0.0.0/24")
-    assert argv == ["tcpdump", "-i", "br-abc", "-n", "-s", str(SNAPLEN), "-l", "net 10.0.0.0/24"]
+    assert argv == ["tcpdump", "-i", "br-abc", "--immediate-mode", "-n", "-s", str(SNAPLEN), "-l", "net 10.0.0.0/24"]
     assert "-w" not in argv and "-c" not in argv
 
 
 def test_pcap_goes_to_stdout_a_packet_at_a_time_and_a_count_stops_it() -> None:
     argv = live_command("br-abc", "(a) and (b)", count=10, pcap=True)
-    assert argv[:4] == ["tcpdump", "-i", "br-abc", "-n"]
+    assert argv[:5] == ["tcpdump", "-i", "br-abc", "--immediate-mode", "-n"]
     assert argv[argv.index("-w") + 1] == "-" and "-U" in argv and "-l" not in argv
     assert argv[argv.index("-c") + 1] == "10"
     assert argv[-1] == "(a) and (b)"  # one argument: tcpdump never splits a filter given whole
