@@ -89,12 +89,12 @@ test: $(STAMP) host-tools
 
 # The tests that depend on how the engine builds networks: both reproductions
 # with every MTA, network isolation, cleanup on every exit path, step errors, and
-# the capture sidecar in the engine's own network namespace.
+# the capture sidecars (the run's and `testbed capture`'s) in the engine's own network namespace.
 ENGINE_SUITE ?= forky
 ENGINE_TESTS ?= tests/integration/test_reproductions.py tests/integration/test_exim_reproductions.py \
                 tests/integration/test_sendmail_reproductions.py tests/integration/test_network.py \
                 tests/integration/test_lifecycle.py tests/integration/test_step_errors.py \
-                tests/integration/test_captures.py
+                tests/integration/test_captures.py tests/integration/test_live_ops.py
 ENGINE_TESTS_SHORT := tests/integration/test_reproductions.py tests/integration/test_network.py \
                       tests/integration/test_lifecycle.py
 

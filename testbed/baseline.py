@@ -42,20 +42,15 @@ from . import __version__
 from .errors import Problem, TopologyError
 from .matrix import row_cell_id
 from .model import MessageState
-from .resultschema import Closed, Open, RouteHop, json_schema_of
+from .resultschema import MatrixCell, Open, RouteHop, json_schema_of
 
 #: The version of the baseline file's shape (changes like result.json's: a key renamed, removed or re-meant).
 BASELINE_VERSION = "1"
 
 
-class BaselineCell(Closed):
+class BaselineCell(MatrixCell):
     """One cell's outcome, as a matrix run concluded it."""
 
-    scenario: str = Field(description="the topology")
-    variant: str = Field(description="the topology's variant")
-    suite: str = Field(description="the Debian suite of the cell's images")
-    assignment: str = Field(description="`all <mta>` or a mixed assignment's name")
-    software: dict[str, str] = Field(description="MTA host -> its software in this cell")
     as_expected: bool = Field(description="the lab passed its topology's expectations")
     delivered: bool | None = Field(description="the message reached a recipient (null: not tracked)")
     dsn_at_sender: bool | None = Field(description="its bounce was delivered to the sender (null: not tracked)")

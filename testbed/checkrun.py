@@ -69,17 +69,10 @@ def _judge(lab: LiveLab, exercise: Exercise, check: CheckSpec, directory: RunDir
         passed &= ok
         evidence.append(line)
     if check.expect or check.steps:
-        from .runner import collect_evidence
-        from .scenario import ScenarioRunner
+        from .runner import run_in_live_lab
         from .verdict import evaluate
 
-        plan = dataclasses.replace(lab.plan, topology=exercise.check_topology(check))
-        runner = ScenarioRunner(lab, directory, plan=plan, message_tag=tag)
-        try:
-            runner.run()
-        finally:
-            directory.write_json("steps.json", [r.to_dict() for r in runner.records])
-        obs = collect_evidence(lab, directory, runner)
+        plan, obs = run_in_live_lab(lab, exercise.check_topology(check), directory, message_tag=tag)
         for c in evaluate(plan, obs):
             if c.status == "n/a":
                 continue

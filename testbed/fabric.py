@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -216,7 +217,14 @@ def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iter
     ``scope``: extra label filters (``owner.scope_labels``), all of which must match.
     Every object is tried; what the engine refuses to remove is named in one LabError at the end.
     """
-    selector = [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN, *scope]
+    return remove_objects(client, [f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN, *scope])
+
+
+def remove_objects(client: docker.DockerClient, selector: list[str], networks: bool = True) -> tuple[int, int]:
+    """Remove the containers, then (with ``networks``) the networks, then the volumes with all these labels.
+
+    (containers, networks) removed; what the engine refuses is named in one LabError once all were tried.
+    """
     refused: list[str] = []
 
     def removing(what: str, remove: Callable[[], None]) -> None:
@@ -232,21 +240,21 @@ def teardown(client: docker.DockerClient, run_id: str | None = None, scope: Iter
         list(pool.map(lambda c: removing(f"container {c['Names'][0].lstrip('/')}",
                                          lambda: client.api.remove_container(c["Id"], force=True, v=True)),
                       containers))
-    networks = client.api.networks(filters={"label": selector})
+    nets = client.api.networks(filters={"label": selector}) if networks else []
     # Side by side, like the containers: each removal waits on the engine tearing a bridge down.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda n: removing(f"network {n['Name']}", lambda: client.api.remove_network(n["Id"])),
-                      networks))
+        list(pool.map(lambda n: removing(f"network {n['Name']}", lambda: client.api.remove_network(n["Id"])), nets))
     volumes = client.api.volumes(filters={"label": selector}).get("Volumes") or []
     # Volumes only once their containers are gone; each removal is independent of the others.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda v: removing(f"volume {v['Name']}",
                                          lambda: client.api.remove_volume(v["Name"], force=True)), volumes))
     if refused:
-        # Seen on engine 20.10: a network whose endpoint the engine never released ("has active
-        # endpoints" with no container on it); only restarting the engine frees it.
+        # Seen on engine 20.10: a network whose endpoint count never went back to zero ("has active
+        # endpoints" with no container on it, and none in the engine's store); only a restart of the
+        # engine frees it.
         raise LabError("the engine refused to remove:\n  " + "\n  ".join(refused))
-    return len(containers), len(networks)
+    return len(containers), len(nets)
 
 
 def create_network(client: docker.DockerClient, seg: SegmentPlan, options: dict[str, str],
@@ -488,7 +496,7 @@ class Lab:
         )
         try:
             created = api.create_container(
-                image=self.images.get((host.suite, host.image), f"testbed/{host.image}:{host.suite}"),
+                image=self._image(host),
                 name=host.container,
                 hostname=host.fqdn,
                 labels={
@@ -525,27 +533,39 @@ class Lab:
         # A "." is not allowed in a host name, so no lab host can take this name.
         return f"tb-{self.plan.run_id}.capture"
 
+    def _image(self, host: HostPlan) -> str:
+        """The image id the build step returned for this host (or its tag, when not built in this process)."""
+        return self.images.get((host.suite, host.image), f"testbed/{host.image}:{host.suite}")
+
+    def _create_sidecar(self, name: str, command: list[str], kind: str, **host_options: Any) -> str:
+        """A capture sidecar (not started): the DNS host's image, in the engine's network namespace
+        with NET_RAW and NET_ADMIN to open the segments' bridges, bounded and labelled like a host."""
+        api = self.client.api
+        dns = self.plan.hosts[self.plan.dns_server]
+        try:
+            return api.create_container(
+                image=self._image(dns),
+                name=name,
+                entrypoint=[],
+                command=command,
+                labels={**self.plan.labels, LABEL_KIND: kind},
+                host_config=api.create_host_config(
+                    init=True, network_mode="host", cap_add=["NET_RAW", "NET_ADMIN"],
+                    mem_limit=CONTAINER_MEMORY, pids_limit=CONTAINER_PIDS, **host_options,
+                ),
+                detach=True,
+            )["Id"]
+        except docker.errors.ImageNotFound:
+            raise LabError(f"image testbed/{dns.image}:{dns.suite} is missing; run `testbed images --build`") from None
+
     def start_capture(self) -> None:
         """The capture sidecar (capture.py): a tcpdump per segment bridge; return once all listen."""
         self.check_cancel()
-        api = self.client.api
-        dns = self.plan.hosts[self.plan.dns_server]
         script = capture.sidecar_script(capture.segment_captures(self.plan))
         try:
-            created = api.create_container(
-                image=self.images.get((dns.suite, dns.image), f"testbed/{dns.image}:{dns.suite}"),
-                name=self.capture_container,
-                entrypoint=[],
-                command=["sh", "-c", script],
-                labels={**self.plan.labels, LABEL_KIND: "capture"},
-                host_config=api.create_host_config(
-                    init=True, network_mode="host", cap_add=["NET_RAW", "NET_ADMIN"],
-                    mem_limit=CONTAINER_MEMORY, pids_limit=CONTAINER_PIDS,
-                ),
-                detach=True,
-            )
-            api.start(created["Id"])
-            for line in _lines(self._streams.api.logs(created["Id"], stream=True, follow=True)):
+            cid = self._create_sidecar(self.capture_container, ["sh", "-c", script], "capture")
+            self.client.api.start(cid)
+            for line in _lines(self._streams.api.logs(cid, stream=True, follow=True)):
                 if line == capture.READY_LINE:
                     self.progress(f"capturing on {len(self.plan.segments)} segments")
                     return
@@ -602,31 +622,15 @@ class Lab:
         """
         seg = self.plan.segments[segment]
         argv = capture.live_command(seg.bridge, capture.live_filter(self.plan, bpf), count, pcap)
-        dns = self.plan.hosts[self.plan.dns_server]
-        api = self.client.api
         # Unique: several `testbed capture` may run on one lab, beside the run's own capture sidecar.
         name = f"{self.capture_container}-{segment}-{secrets.token_hex(3)}"
         try:
-            created = api.create_container(
-                image=self.images.get((dns.suite, dns.image), f"testbed/{dns.image}:{dns.suite}"),
-                name=name,
-                entrypoint=[],
-                command=argv,
-                labels={**self.plan.labels, LABEL_KIND: capture.LIVE_KIND},
-                host_config=api.create_host_config(
-                    init=True, network_mode="host", cap_add=["NET_RAW", "NET_ADMIN"],
-                    mem_limit=CONTAINER_MEMORY, pids_limit=CONTAINER_PIDS,
-                    # The bytes go to the attached client only: a log driver would store (and the
-                    # json-file driver mangle) binary pcap data nobody reads.
-                    log_config=LogConfig(type=LogConfig.types.NONE),
-                ),
-                detach=True,
-            )
-        except docker.errors.ImageNotFound:
-            raise LabError(f"image testbed/{dns.image}:{dns.suite} is missing; run `testbed images --build`") from None
+            # The bytes go to the attached client only: a log driver would store (and the
+            # json-file driver mangle) binary pcap data nobody reads.
+            cid = self._create_sidecar(name, argv, capture.LIVE_KIND, log_config=LogConfig(type=LogConfig.types.NONE))
         except docker.errors.DockerException as exc:
             raise LabError(f"cannot start a capture on {segment}: {getattr(exc, 'explanation', None) or exc}") from None
-        live = LiveCapture(self.client, created["Id"], segment, on_message)
+        live = LiveCapture(self.client, cid, segment, on_message)
         try:
             live.start()
         except BaseException:
@@ -747,27 +751,8 @@ class Lab:
         `testbed capture` sidecar keeps capturing): only objects with a host
         label go. ``up`` creates the hosts again from the plan.
         """
-        api = self.client.api
-        selector = {"label": [f"{LABEL_RUN}={self.plan.run_id}", LABEL_HOST]}
-        containers = api.containers(all=True, filters=selector)
-
-        def remove_container(c: dict) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                api.remove_container(c["Id"], force=True, v=True)
-
-        def remove_volume(volume: dict) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                api.remove_volume(volume["Name"], force=True)
-
-        try:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(remove_container, containers))
-            # Queues and mailboxes: only once their containers are gone.
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(remove_volume, api.volumes(filters=selector).get("Volumes") or []))
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot remove the lab's hosts: {exc.explanation or exc}") from None
-        return len(containers)
+        removed, _ = remove_objects(self.client, [f"{LABEL_RUN}={self.plan.run_id}", LABEL_HOST], networks=False)
+        return removed
 
     def teardown(self) -> tuple[int, int]:
         return teardown(self.client, self.plan.run_id)

@@ -8,7 +8,6 @@ the message (and its bounce) across the hosts, as after a reproduction.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -65,17 +64,13 @@ def send_step(plan: LabPlan, sender: str, recipients: list[str], via: str | None
 def follow_message(lab: LiveLab, step: SendStep, root: Path,
                    progress: Callable[[str], None] = lambda _: None) -> tuple[History, Path]:
     """Send it, wait until the lab's queues are quiet, and follow it; (its history, the evidence directory)."""
-    from .runner import collect_evidence
-    from .scenario import ScenarioRunner
+    from .runner import run_in_live_lab
 
     spec = step.send
     topology = lab.plan.topology.model_copy(update={"scenario": [step, SettleStep.model_validate({"settle": None})],
                                                     "expect": []})
-    plan = dataclasses.replace(lab.plan, topology=topology)
     directory = RunDir(root / "sends" / f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.id}")
     directory.path.mkdir(parents=True, exist_ok=True)
     # The step's id is random (send-1a2b), so the Message-ID <send-1a2b.RUN@client> is the message's own.
-    runner = ScenarioRunner(lab, directory, progress=progress, plan=plan)
-    runner.run()
-    obs = collect_evidence(lab, directory, runner)
+    _, obs = run_in_live_lab(lab, topology, directory, progress)
     return obs.histories[spec.id], directory.path

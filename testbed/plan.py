@@ -10,6 +10,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from .adapters import MailstoreAdapter, adapter_for, mta_adapter
@@ -50,7 +51,7 @@ LABEL_EXERCISE = "testbed.exercise"  # absolute path of the exercise.yaml the la
 def handle_base(name: str, labels: Mapping[str, str]) -> str:
     """What a lab's handle starts with: its exercise's name (the directory of exercise.yaml), else its topology's."""
     exercise = labels.get(LABEL_EXERCISE)
-    return exercise.rstrip("/").split("/")[-2] if exercise and "/" in exercise.rstrip("/") else name
+    return PurePath(exercise).parent.name if exercise else name
 
 
 def next_handle(topology: str, taken: Iterable[str]) -> str:
@@ -342,10 +343,6 @@ class LabPlan:
     labels: dict[str, str] = field(default_factory=dict)
     #: How each mailbox of the topology is read after the scenario.
     mailboxes: tuple[MailboxReader, ...] = ()
-
-    def hosts_by_address(self) -> dict[str, str]:
-        """Every planned lab address (as text) -> the host that holds it."""
-        return {str(a): h.name for h in self.hosts.values() for a in h.addresses()}
 
     # What the later stages need of the topology; they read it here, never the topology itself.
 

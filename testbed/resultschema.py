@@ -263,14 +263,19 @@ class RouteHop(Closed):
                                               "it was handed to, or the one that refused it (null: none logged)")
 
 
-class MatrixRow(Closed):
-    """One cell of the matrix: a lab, and where its message (``m1``) and the bounce ended."""
+class MatrixCell(Closed):
+    """Which cell of the matrix: its lab and MTA assignment (matrix.json's rows, a baseline's cells)."""
 
     scenario: str = Field(description="the topology")
     variant: str = Field(description="the topology's variant")
     suite: str = Field(description="the Debian suite of the cell's images")
     assignment: str = Field(description="`all <mta>` or a mixed assignment's name")
     software: dict[str, str] = Field(description="MTA host -> its software in this cell")
+
+
+class MatrixRow(MatrixCell):
+    """One cell of the matrix: a lab, and where its message (``m1``) and the bounce ended."""
+
     as_expected: bool = Field(description="the lab passed (result.json's `passed`)")
     expectations: str = Field(description="`passed/applied`, e.g. `5/6`")
     error: str | None = Field(description="why the lab could not be run or judged (null: it was)")

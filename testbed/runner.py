@@ -308,7 +308,7 @@ def collect_evidence(lab: LiveLab, run_dir: RunDir, runner: ScenarioRunner,
     entries = timeline.build([r.to_dict() for r in runner.records], dns_queries, runner.clients.values(),
                              connections, events, histories, plan.dns_server, time.gmtime().tm_year,
                              captured=captured, message_ids=runner.message_ids,
-                             hosts_by_address=plan.hosts_by_address())
+                             host_of=plan.host_by_address)
     run_dir.write_text("timeline.jsonl", timeline.jsonl(entries))
     return Observation(
         histories=histories,
@@ -320,6 +320,20 @@ def collect_evidence(lab: LiveLab, run_dir: RunDir, runner: ScenarioRunner,
         clients=runner.clients,
         connections=connections,
     )
+
+
+def run_in_live_lab(lab: LiveLab, topology: Topology, run_dir: RunDir, progress: Callable[[str], None] = _quiet,
+                    message_tag: str | None = None) -> tuple[LabPlan, Observation]:
+    """Another scenario in a live lab (`testbed check`, `testbed send`): ``topology`` is the lab's own
+    with its scenario and expectations replaced. Its steps run, the evidence is collected into
+    ``run_dir`` (steps.json, logs, timeline...); the plan it ran is returned with the observation."""
+    plan = dataclasses.replace(lab.plan, topology=topology)
+    runner = ScenarioRunner(lab, run_dir, progress=progress, plan=plan, message_tag=message_tag)
+    try:
+        runner.run()
+    finally:
+        run_dir.write_json("steps.json", [r.to_dict() for r in runner.records])
+    return plan, collect_evidence(lab, run_dir, runner)
 
 
 def capture_connections(run_dir: RunDir, captures: Sequence[CaptureFile]) -> list[pcapread.SeenConnection]:

@@ -350,7 +350,7 @@ class ScenarioRunner:
                 f" (transcript: clients/{spec.id}.txt)"
             ) from None
         version = self._version(spec.host, adapter)
-        hosts_by_address = self.plan.hosts_by_address()
+        hosts_by_address = {str(a): h.name for h in self.plan.hosts.values() for a in h.addresses()}
         results = []
         for run, trace in enumerate(traces, 1):
             repeated = spec.repeat > 1

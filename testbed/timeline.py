@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -87,18 +87,17 @@ def build(
     year: int,
     captured: Iterable[SeenConnection] = (),
     message_ids: Mapping[str, str] | None = None,
-    hosts_by_address: Mapping[str, str] | None = None,
+    host_of: Callable[[str], str | None] = lambda _address: None,
 ) -> list[Entry]:
     out: list[Entry] = []
     names = {mid: name for name, mid in (message_ids or {}).items()}
-    where = hosts_by_address or {}
     for seen in captured:
         c = seen.connection
         message = next((names[m] for m in c.message_ids if m in names), None)
         if message and c.report:
             message = f"{message} bounce"
         text = f"{summary(c)} (seen on {', '.join(seen.segments)})"
-        out.append(Entry(c.started, "capture", where.get(c.client, c.client), text, message))
+        out.append(Entry(c.started, "capture", host_of(c.client) or c.client, text, message))
     for step in steps:
         if step.get("started_at"):
             out.append(Entry(float(step["started_at"]), "step", "", f"step {step['index'] + 1}: {step['summary']}"))

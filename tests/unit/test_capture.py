@@ -214,7 +214,7 @@ def test_a_bounce_is_recognised_and_names_the_message_it_returns() -> None:
     seen = pcapread.merge_segments({"core": _read(build)})
     assert seen[0].connection.report and seen[0].connection.message_ids == ["<dsn1@mx20>", "<m1.run@client>"]
     [entry] = timeline.build([], [], [], [], [], {}, "dns", 2026, captured=seen,
-                             message_ids={"m1": "<m1.run@client>"}, hosts_by_address={"198.18.1.20": "mx20"})
+                             message_ids={"m1": "<m1.run@client>"}, host_of={"198.18.1.20": "mx20"}.get)
     assert (entry.source, entry.host, entry.message) == ("capture", "mx20", "m1 bounce")
     assert "bounce <dsn1@mx20>" in entry.text and "250 2.0.0 Ok: queued as X1" in entry.text
 
