@@ -322,7 +322,7 @@ def collect_evidence(lab: LiveLab, run_dir: RunDir, runner: ScenarioRunner,
     )
 
 
-def run_in_live_lab(lab: LiveLab, topology: Topology, run_dir: RunDir, progress: Callable[[str], None] = _quiet,
+def run_in_live_lab(lab: LiveLab, topology: Topology, run_dir: RunDir, progress: Callable[[str], None] = lambda _m: None,
                     message_tag: str | None = None) -> tuple[LabPlan, Observation]:
     """Another scenario in a live lab (`testbed check`, `testbed send`): ``topology`` is the lab's own
     with its scenario and expectations replaced. Its steps run, the evidence is collected into
